@@ -1,0 +1,21 @@
+"""userbpf: a user-space eBPF runtime.
+
+>>> import userbpf
+>>> userbpf.Program("r0 = 42\\nexit").run()
+42
+"""
+from __future__ import annotations
+
+from . import isa
+from .errors import (AsmError, BudgetExceeded, CallDepthError, EncodingError,
+                     HelperError, MemoryAccessError, ProgramError, UserBPFError,
+                     VMError)
+from .isa import Insn, decode, encode
+from .program import Program
+
+__all__ = [
+    "AsmError", "BudgetExceeded", "CallDepthError", "EncodingError", "HelperError",
+    "Insn", "MemoryAccessError", "Program", "ProgramError", "UserBPFError", "VMError",
+    "decode", "encode", "isa",
+]
+__version__ = "0.1.0"
