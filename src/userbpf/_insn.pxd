@@ -2,9 +2,10 @@
 from libc.stdint cimport uint8_t, int16_t, int32_t
 
 cdef extern from "userbpf/insn.h" nogil:
-    int UBPF_STACK_SIZE
-    int UBPF_MAX_CALL_FRAMES
-    int UBPF_MAX_TAIL_CALL_CNT
+    enum:
+        UBPF_STACK_SIZE
+        UBPF_MAX_CALL_FRAMES
+        UBPF_MAX_TAIL_CALL_CNT
 
     cdef enum vm_op:
         VM_INVALID

@@ -438,7 +438,7 @@ def check_fields(insns: Sequence[Insn], idx: int) -> Optional[str]:
                 return "invalid bpf_ld_imm64 insn"
             if x.src > Pseudo.MAP_IDX_VALUE:
                 return "unrecognized bpf_ld_imm64 insn"
-            if x.src in (Pseudo.NONE, Pseudo.MAP_FD, Pseudo.MAP_IDX, Pseudo.BTF_ID,
+            if x.src in (Pseudo.MAP_FD, Pseudo.MAP_IDX, Pseudo.BTF_ID,
                          Pseudo.FUNC) and nxt.imm:
                 return "unrecognized bpf_ld_imm64 insn"
             return None
@@ -758,3 +758,7 @@ def vm_op_name(insn: Insn) -> str:
         fetch = "FETCH_" if imm & BPF_FETCH else ""
         return f"ATOMIC_{fetch}{AtomicOp(imm & ~BPF_FETCH).name}{w}"
     return f"STX{size}"
+
+
+__all__ += sorted(n for n in dir() if n.startswith("BPF_")) + [
+    "SIZE_BYTES", "VM_OP_NAMES", "VM_OP", "vm_op_name", "imm64", "slots"]

@@ -1,0 +1,935 @@
+# cython: language_level=3
+"""The interpreter: pre-decoded eBPF in C structs, run without the GIL.
+
+`program.py` (pure Python) checks and pre-decodes a program into packed
+``vm_insn`` records; :class:`VMProgram` owns the C copy and runs it. The hot
+loop `vm_exec` is one flat switch over `enum vm_op`, registers in a C array,
+every memory access checked against the run's regions, no Python objects.
+"""
+from cpython.buffer cimport (PyBUF_SIMPLE, PyBUF_WRITABLE, PyBuffer_Release,
+                             PyObject_GetBuffer)
+from cpython.pycapsule cimport (PyCapsule_GetContext, PyCapsule_GetPointer,
+                                PyCapsule_IsValid, PyCapsule_New)
+from cpython.ref cimport Py_DECREF, Py_INCREF, PyObject
+from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdlib cimport free, malloc
+from libc.string cimport memcpy, memset
+
+cdef extern from "<time.h>" nogil:
+    ctypedef int clockid_t
+    cdef struct timespec:
+        long tv_sec
+        long tv_nsec
+    int clock_gettime(clockid_t, timespec *)
+    clockid_t CLOCK_MONOTONIC
+
+HELPER_CAPSULE = b"userbpf.helper"
+cdef const char *_CAPSULE_NAME = "userbpf.helper"
+
+# Status codes, for program.py's error mapping.
+STATUS_OK = VM_STATUS_OK
+STATUS_STOP = VM_STATUS_STOP
+STATUS_ERR_MEM = VM_STATUS_ERR_MEM
+STATUS_ERR_ALIGN = VM_STATUS_ERR_ALIGN
+STATUS_ERR_BUDGET = VM_STATUS_ERR_BUDGET
+STATUS_ERR_DEPTH = VM_STATUS_ERR_DEPTH
+STATUS_ERR_HELPER = VM_STATUS_ERR_HELPER
+STATUS_ERR_PYTHON = VM_STATUS_ERR_PYTHON
+STATUS_ERR_INVALID = VM_STATUS_ERR_INVALID
+INSN_RECORD = "<BBBBiq"         # struct vm_insn, as program.py packs it
+INSN_RECORD_SIZE = sizeof(vm_insn)
+STACK_BYTES = VM_STACK_BYTES
+MAX_REGIONS = VM_MAX_REGIONS
+
+
+cdef struct vm_frame:
+    uint64_t saved[4]        # r6-r9 of the caller
+    uint64_t fp              # the caller's r10
+    uint32_t ret             # decoded index to return to
+
+
+cdef inline bint _take(uint32_t *pc, int32_t target, uint64_t *count,
+                       uint64_t budget) noexcept nogil:
+    """Take a jump. `count` accumulates (block exit - block entry), so that
+    executed = count + pc at any block boundary: exact counts, paid only on
+    taken jumps. Returns True when the budget is exhausted."""
+    count[0] += <uint64_t>pc[0] - <uint64_t><uint32_t>target
+    pc[0] = <uint32_t>target
+    return count[0] + pc[0] > budget
+
+
+cdef inline void _fault(vm_run *run, int status, uint32_t pc, uint64_t addr,
+                        uint32_t size, int write) noexcept nogil:
+    run.status = status
+    run.err_pc = pc
+    run.err_addr = addr
+    run.err_size = size
+    run.err_write = write
+
+
+cdef uint64_t vm_exec(const vm_prog *prog, vm_run *run) noexcept nogil:
+    cdef uint64_t reg[11]
+    cdef vm_frame frames[UBPF_MAX_CALL_FRAMES]
+    cdef uint32_t loops[UBPF_MAX_CALL_FRAMES]
+    cdef const vm_insn *insns = prog.insns
+    cdef const vm_insn *ins
+    cdef const vm_helper *h
+    cdef uint32_t pc = 0
+    cdef uint64_t count = 0
+    cdef uint64_t budget = run.budget if run.budget else <uint64_t>-1
+    cdef uint64_t addr, a, b
+    cdef uint64_t stack_top = <uint64_t>run.stack + VM_STACK_BYTES
+    cdef int depth = 0
+    cdef int64_t o
+    cdef uint8_t dst, src, op
+    cdef uint32_t i
+
+    memset(reg, 0, sizeof(reg))
+    reg[1] = run.r1
+    reg[2] = run.r2
+    reg[10] = stack_top
+    loops[0] = VM_MAX_LOOPS
+    run.status = VM_STATUS_OK
+
+    while True:
+        ins = &insns[pc]
+        pc += 1
+        dst = ins.dst
+        src = ins.src
+        op = ins.op
+        # ---- ALU64 -------------------------------------------------------
+        if op == VM_ADD64_K:
+            reg[dst] += <uint64_t>ins.imm
+        elif op == VM_ADD64_X:
+            reg[dst] += reg[src]
+        elif op == VM_SUB64_K:
+            reg[dst] -= <uint64_t>ins.imm
+        elif op == VM_SUB64_X:
+            reg[dst] -= reg[src]
+        elif op == VM_MUL64_K:
+            reg[dst] *= <uint64_t>ins.imm
+        elif op == VM_MUL64_X:
+            reg[dst] *= reg[src]
+        elif op == VM_DIV64_K:
+            reg[dst] = reg[dst] // <uint64_t>ins.imm if ins.imm else 0
+        elif op == VM_DIV64_X:
+            reg[dst] = reg[dst] // reg[src] if reg[src] else 0
+        elif op == VM_SDIV64_K:
+            reg[dst] = vm_sdiv64(reg[dst], <uint64_t>ins.imm)
+        elif op == VM_SDIV64_X:
+            reg[dst] = vm_sdiv64(reg[dst], reg[src])
+        elif op == VM_MOD64_K:
+            if ins.imm:
+                reg[dst] = reg[dst] % <uint64_t>ins.imm
+        elif op == VM_MOD64_X:
+            if reg[src]:
+                reg[dst] = reg[dst] % reg[src]
+        elif op == VM_SMOD64_K:
+            reg[dst] = vm_smod64(reg[dst], <uint64_t>ins.imm)
+        elif op == VM_SMOD64_X:
+            reg[dst] = vm_smod64(reg[dst], reg[src])
+        elif op == VM_OR64_K:
+            reg[dst] |= <uint64_t>ins.imm
+        elif op == VM_OR64_X:
+            reg[dst] |= reg[src]
+        elif op == VM_AND64_K:
+            reg[dst] &= <uint64_t>ins.imm
+        elif op == VM_AND64_X:
+            reg[dst] &= reg[src]
+        elif op == VM_LSH64_K:
+            reg[dst] <<= (ins.imm & 63)
+        elif op == VM_LSH64_X:
+            reg[dst] <<= (reg[src] & 63)
+        elif op == VM_RSH64_K:
+            reg[dst] >>= (ins.imm & 63)
+        elif op == VM_RSH64_X:
+            reg[dst] >>= (reg[src] & 63)
+        elif op == VM_ARSH64_K:
+            reg[dst] = <uint64_t>(<int64_t>reg[dst] >> (ins.imm & 63))
+        elif op == VM_ARSH64_X:
+            reg[dst] = <uint64_t>(<int64_t>reg[dst] >> (reg[src] & 63))
+        elif op == VM_XOR64_K:
+            reg[dst] ^= <uint64_t>ins.imm
+        elif op == VM_XOR64_X:
+            reg[dst] ^= reg[src]
+        elif op == VM_MOV64_K:
+            reg[dst] = <uint64_t>ins.imm
+        elif op == VM_MOV64_X:
+            reg[dst] = reg[src]
+        elif op == VM_NEG64:
+            reg[dst] = <uint64_t>0 - reg[dst]
+        # ---- ALU32: operate on the low halves, zero-extend the result ----
+        elif op == VM_ADD32_K:
+            reg[dst] = <uint32_t>(<uint32_t>reg[dst] + <uint32_t>ins.imm)
+        elif op == VM_ADD32_X:
+            reg[dst] = <uint32_t>(<uint32_t>reg[dst] + <uint32_t>reg[src])
+        elif op == VM_SUB32_K:
+            reg[dst] = <uint32_t>(<uint32_t>reg[dst] - <uint32_t>ins.imm)
+        elif op == VM_SUB32_X:
+            reg[dst] = <uint32_t>(<uint32_t>reg[dst] - <uint32_t>reg[src])
+        elif op == VM_MUL32_K:
+            reg[dst] = <uint32_t>(<uint32_t>reg[dst] * <uint32_t>ins.imm)
+        elif op == VM_MUL32_X:
+            reg[dst] = <uint32_t>(<uint32_t>reg[dst] * <uint32_t>reg[src])
+        elif op == VM_DIV32_K:
+            reg[dst] = <uint32_t>reg[dst] // <uint32_t>ins.imm if <uint32_t>ins.imm else 0
+        elif op == VM_DIV32_X:
+            reg[dst] = <uint32_t>reg[dst] // <uint32_t>reg[src] if <uint32_t>reg[src] else 0
+        elif op == VM_SDIV32_K:
+            reg[dst] = vm_sdiv32(reg[dst], <uint64_t>ins.imm)
+        elif op == VM_SDIV32_X:
+            reg[dst] = vm_sdiv32(reg[dst], reg[src])
+        elif op == VM_MOD32_K:
+            reg[dst] = <uint32_t>reg[dst] % <uint32_t>ins.imm if <uint32_t>ins.imm else <uint32_t>reg[dst]
+        elif op == VM_MOD32_X:
+            reg[dst] = <uint32_t>reg[dst] % <uint32_t>reg[src] if <uint32_t>reg[src] else <uint32_t>reg[dst]
+        elif op == VM_SMOD32_K:
+            reg[dst] = vm_smod32(reg[dst], <uint64_t>ins.imm)
+        elif op == VM_SMOD32_X:
+            reg[dst] = vm_smod32(reg[dst], reg[src])
+        elif op == VM_OR32_K:
+            reg[dst] = <uint32_t>(<uint32_t>reg[dst] | <uint32_t>ins.imm)
+        elif op == VM_OR32_X:
+            reg[dst] = <uint32_t>(<uint32_t>reg[dst] | <uint32_t>reg[src])
+        elif op == VM_AND32_K:
+            reg[dst] = <uint32_t>(<uint32_t>reg[dst] & <uint32_t>ins.imm)
+        elif op == VM_AND32_X:
+            reg[dst] = <uint32_t>(<uint32_t>reg[dst] & <uint32_t>reg[src])
+        elif op == VM_LSH32_K:
+            reg[dst] = <uint32_t>(<uint32_t>reg[dst] << (ins.imm & 31))
+        elif op == VM_LSH32_X:
+            reg[dst] = <uint32_t>(<uint32_t>reg[dst] << (reg[src] & 31))
+        elif op == VM_RSH32_K:
+            reg[dst] = <uint32_t>reg[dst] >> (ins.imm & 31)
+        elif op == VM_RSH32_X:
+            reg[dst] = <uint32_t>reg[dst] >> (reg[src] & 31)
+        elif op == VM_ARSH32_K:
+            reg[dst] = <uint32_t>(<int32_t>reg[dst] >> (ins.imm & 31))
+        elif op == VM_ARSH32_X:
+            reg[dst] = <uint32_t>(<int32_t>reg[dst] >> (reg[src] & 31))
+        elif op == VM_XOR32_K:
+            reg[dst] = <uint32_t>(<uint32_t>reg[dst] ^ <uint32_t>ins.imm)
+        elif op == VM_XOR32_X:
+            reg[dst] = <uint32_t>(<uint32_t>reg[dst] ^ <uint32_t>reg[src])
+        elif op == VM_MOV32_K:
+            reg[dst] = <uint32_t>ins.imm
+        elif op == VM_MOV32_X:
+            reg[dst] = <uint32_t>reg[src]
+        elif op == VM_NEG32:
+            reg[dst] = <uint32_t>(<uint32_t>0 - <uint32_t>reg[dst])
+        elif op == VM_MOVSX8_64:
+            reg[dst] = <uint64_t><int8_t>reg[src]
+        elif op == VM_MOVSX16_64:
+            reg[dst] = <uint64_t><int16_t>reg[src]
+        elif op == VM_MOVSX32_64:
+            reg[dst] = <uint64_t><int32_t>reg[src]
+        elif op == VM_MOVSX8_32:
+            reg[dst] = <uint32_t><int32_t><int8_t>reg[src]
+        elif op == VM_MOVSX16_32:
+            reg[dst] = <uint32_t><int32_t><int16_t>reg[src]
+        elif op == VM_LE16:
+            reg[dst] = vm_le16(reg[dst])
+        elif op == VM_LE32:
+            reg[dst] = vm_le32(reg[dst])
+        elif op == VM_LE64:
+            reg[dst] = vm_le64(reg[dst])
+        elif op == VM_BE16 or op == VM_BSWAP16:
+            reg[dst] = vm_be16(reg[dst]) if op == VM_BE16 else vm_be16(vm_le16(reg[dst]))
+        elif op == VM_BE32 or op == VM_BSWAP32:
+            reg[dst] = vm_be32(reg[dst]) if op == VM_BE32 else vm_be32(vm_le32(reg[dst]))
+        elif op == VM_BE64 or op == VM_BSWAP64:
+            reg[dst] = vm_be64(reg[dst]) if op == VM_BE64 else vm_be64(vm_le64(reg[dst]))
+        # ---- JMP: conditions compare unsigned unless the name says S ------
+        elif op == VM_JA or op == VM_JA32:
+            if _take(&pc, ins.off, &count, budget):
+                _fault(run, VM_STATUS_ERR_BUDGET, pc, 0, 0, 0)
+                break
+        elif op == VM_JEQ64_K:
+            if reg[dst] == <uint64_t>ins.imm:
+                if _take(&pc, ins.off, &count, budget):
+                    _fault(run, VM_STATUS_ERR_BUDGET, pc, 0, 0, 0)
+                    break
+        elif op == VM_JEQ64_X:
+            if reg[dst] == reg[src]:
+                if _take(&pc, ins.off, &count, budget):
+                    _fault(run, VM_STATUS_ERR_BUDGET, pc, 0, 0, 0)
+                    break
+        elif op == VM_JNE64_K:
+            if reg[dst] != <uint64_t>ins.imm:
+                if _take(&pc, ins.off, &count, budget):
+                    _fault(run, VM_STATUS_ERR_BUDGET, pc, 0, 0, 0)
+                    break
+        elif op == VM_JNE64_X:
+            if reg[dst] != reg[src]:
+                if _take(&pc, ins.off, &count, budget):
+                    _fault(run, VM_STATUS_ERR_BUDGET, pc, 0, 0, 0)
+                    break
+        elif op == VM_JGT64_K:
+            if reg[dst] > <uint64_t>ins.imm:
+                if _take(&pc, ins.off, &count, budget):
+                    _fault(run, VM_STATUS_ERR_BUDGET, pc, 0, 0, 0)
+                    break
+        elif op == VM_JGT64_X:
+            if reg[dst] > reg[src]:
+                if _take(&pc, ins.off, &count, budget):
+                    _fault(run, VM_STATUS_ERR_BUDGET, pc, 0, 0, 0)
+                    break
+        elif op == VM_JGE64_K:
+            if reg[dst] >= <uint64_t>ins.imm:
+                if _take(&pc, ins.off, &count, budget):
+                    _fault(run, VM_STATUS_ERR_BUDGET, pc, 0, 0, 0)
+                    break
+        elif op == VM_JGE64_X:
+            if reg[dst] >= reg[src]:
+                if _take(&pc, ins.off, &count, budget):
+                    _fault(run, VM_STATUS_ERR_BUDGET, pc, 0, 0, 0)
+                    break
+        elif op == VM_JLT64_K:
+            if reg[dst] < <uint64_t>ins.imm:
+                if _take(&pc, ins.off, &count, budget):
+                    _fault(run, VM_STATUS_ERR_BUDGET, pc, 0, 0, 0)
+                    break
+        elif op == VM_JLT64_X:
+            if reg[dst] < reg[src]:
+                if _take(&pc, ins.off, &count, budget):
+                    _fault(run, VM_STATUS_ERR_BUDGET, pc, 0, 0, 0)
+                    break
+        elif op == VM_JLE64_K:
+            if reg[dst] <= <uint64_t>ins.imm:
+                if _take(&pc, ins.off, &count, budget):
+                    _fault(run, VM_STATUS_ERR_BUDGET, pc, 0, 0, 0)
+                    break
+        elif op == VM_JLE64_X:
+            if reg[dst] <= reg[src]:
+                if _take(&pc, ins.off, &count, budget):
+                    _fault(run, VM_STATUS_ERR_BUDGET, pc, 0, 0, 0)
+                    break
+        elif op == VM_JSET64_K:
+            if reg[dst] & <uint64_t>ins.imm:
+                if _take(&pc, ins.off, &count, budget):
+                    _fault(run, VM_STATUS_ERR_BUDGET, pc, 0, 0, 0)
+                    break
+        elif op == VM_JSET64_X:
+            if reg[dst] & reg[src]:
+                if _take(&pc, ins.off, &count, budget):
+                    _fault(run, VM_STATUS_ERR_BUDGET, pc, 0, 0, 0)
+                    break
+        elif op == VM_JSGT64_K:
+            if <int64_t>reg[dst] > ins.imm:
+                if _take(&pc, ins.off, &count, budget):
+                    _fault(run, VM_STATUS_ERR_BUDGET, pc, 0, 0, 0)
+                    break
+        elif op == VM_JSGT64_X:
+            if <int64_t>reg[dst] > <int64_t>reg[src]:
+                if _take(&pc, ins.off, &count, budget):
+                    _fault(run, VM_STATUS_ERR_BUDGET, pc, 0, 0, 0)
+                    break
+        elif op == VM_JSGE64_K:
+            if <int64_t>reg[dst] >= ins.imm:
+                if _take(&pc, ins.off, &count, budget):
+                    _fault(run, VM_STATUS_ERR_BUDGET, pc, 0, 0, 0)
+                    break
+        elif op == VM_JSGE64_X:
+            if <int64_t>reg[dst] >= <int64_t>reg[src]:
+                if _take(&pc, ins.off, &count, budget):
+                    _fault(run, VM_STATUS_ERR_BUDGET, pc, 0, 0, 0)
+                    break
+        elif op == VM_JSLT64_K:
+            if <int64_t>reg[dst] < ins.imm:
+                if _take(&pc, ins.off, &count, budget):
+                    _fault(run, VM_STATUS_ERR_BUDGET, pc, 0, 0, 0)
+                    break
+        elif op == VM_JSLT64_X:
+            if <int64_t>reg[dst] < <int64_t>reg[src]:
+                if _take(&pc, ins.off, &count, budget):
+                    _fault(run, VM_STATUS_ERR_BUDGET, pc, 0, 0, 0)
+                    break
+        elif op == VM_JSLE64_K:
+            if <int64_t>reg[dst] <= ins.imm:
+                if _take(&pc, ins.off, &count, budget):
+                    _fault(run, VM_STATUS_ERR_BUDGET, pc, 0, 0, 0)
+                    break
+        elif op == VM_JSLE64_X:
+            if <int64_t>reg[dst] <= <int64_t>reg[src]:
+                if _take(&pc, ins.off, &count, budget):
+                    _fault(run, VM_STATUS_ERR_BUDGET, pc, 0, 0, 0)
+                    break
+        # ---- JMP32: the same on the low 32 bits ---------------------------
+        elif op == VM_JEQ32_K:
+            if <uint32_t>reg[dst] == <uint32_t>ins.imm:
+                if _take(&pc, ins.off, &count, budget):
+                    _fault(run, VM_STATUS_ERR_BUDGET, pc, 0, 0, 0)
+                    break
+        elif op == VM_JEQ32_X:
+            if <uint32_t>reg[dst] == <uint32_t>reg[src]:
+                if _take(&pc, ins.off, &count, budget):
+                    _fault(run, VM_STATUS_ERR_BUDGET, pc, 0, 0, 0)
+                    break
+        elif op == VM_JNE32_K:
+            if <uint32_t>reg[dst] != <uint32_t>ins.imm:
+                if _take(&pc, ins.off, &count, budget):
+                    _fault(run, VM_STATUS_ERR_BUDGET, pc, 0, 0, 0)
+                    break
+        elif op == VM_JNE32_X:
+            if <uint32_t>reg[dst] != <uint32_t>reg[src]:
+                if _take(&pc, ins.off, &count, budget):
+                    _fault(run, VM_STATUS_ERR_BUDGET, pc, 0, 0, 0)
+                    break
+        elif op == VM_JGT32_K:
+            if <uint32_t>reg[dst] > <uint32_t>ins.imm:
+                if _take(&pc, ins.off, &count, budget):
+                    _fault(run, VM_STATUS_ERR_BUDGET, pc, 0, 0, 0)
+                    break
+        elif op == VM_JGT32_X:
+            if <uint32_t>reg[dst] > <uint32_t>reg[src]:
+                if _take(&pc, ins.off, &count, budget):
+                    _fault(run, VM_STATUS_ERR_BUDGET, pc, 0, 0, 0)
+                    break
+        elif op == VM_JGE32_K:
+            if <uint32_t>reg[dst] >= <uint32_t>ins.imm:
+                if _take(&pc, ins.off, &count, budget):
+                    _fault(run, VM_STATUS_ERR_BUDGET, pc, 0, 0, 0)
+                    break
+        elif op == VM_JGE32_X:
+            if <uint32_t>reg[dst] >= <uint32_t>reg[src]:
+                if _take(&pc, ins.off, &count, budget):
+                    _fault(run, VM_STATUS_ERR_BUDGET, pc, 0, 0, 0)
+                    break
+        elif op == VM_JLT32_K:
+            if <uint32_t>reg[dst] < <uint32_t>ins.imm:
+                if _take(&pc, ins.off, &count, budget):
+                    _fault(run, VM_STATUS_ERR_BUDGET, pc, 0, 0, 0)
+                    break
+        elif op == VM_JLT32_X:
+            if <uint32_t>reg[dst] < <uint32_t>reg[src]:
+                if _take(&pc, ins.off, &count, budget):
+                    _fault(run, VM_STATUS_ERR_BUDGET, pc, 0, 0, 0)
+                    break
+        elif op == VM_JLE32_K:
+            if <uint32_t>reg[dst] <= <uint32_t>ins.imm:
+                if _take(&pc, ins.off, &count, budget):
+                    _fault(run, VM_STATUS_ERR_BUDGET, pc, 0, 0, 0)
+                    break
+        elif op == VM_JLE32_X:
+            if <uint32_t>reg[dst] <= <uint32_t>reg[src]:
+                if _take(&pc, ins.off, &count, budget):
+                    _fault(run, VM_STATUS_ERR_BUDGET, pc, 0, 0, 0)
+                    break
+        elif op == VM_JSET32_K:
+            if <uint32_t>reg[dst] & <uint32_t>ins.imm:
+                if _take(&pc, ins.off, &count, budget):
+                    _fault(run, VM_STATUS_ERR_BUDGET, pc, 0, 0, 0)
+                    break
+        elif op == VM_JSET32_X:
+            if <uint32_t>reg[dst] & <uint32_t>reg[src]:
+                if _take(&pc, ins.off, &count, budget):
+                    _fault(run, VM_STATUS_ERR_BUDGET, pc, 0, 0, 0)
+                    break
+        elif op == VM_JSGT32_K:
+            if <int32_t>reg[dst] > <int32_t>ins.imm:
+                if _take(&pc, ins.off, &count, budget):
+                    _fault(run, VM_STATUS_ERR_BUDGET, pc, 0, 0, 0)
+                    break
+        elif op == VM_JSGT32_X:
+            if <int32_t>reg[dst] > <int32_t>reg[src]:
+                if _take(&pc, ins.off, &count, budget):
+                    _fault(run, VM_STATUS_ERR_BUDGET, pc, 0, 0, 0)
+                    break
+        elif op == VM_JSGE32_K:
+            if <int32_t>reg[dst] >= <int32_t>ins.imm:
+                if _take(&pc, ins.off, &count, budget):
+                    _fault(run, VM_STATUS_ERR_BUDGET, pc, 0, 0, 0)
+                    break
+        elif op == VM_JSGE32_X:
+            if <int32_t>reg[dst] >= <int32_t>reg[src]:
+                if _take(&pc, ins.off, &count, budget):
+                    _fault(run, VM_STATUS_ERR_BUDGET, pc, 0, 0, 0)
+                    break
+        elif op == VM_JSLT32_K:
+            if <int32_t>reg[dst] < <int32_t>ins.imm:
+                if _take(&pc, ins.off, &count, budget):
+                    _fault(run, VM_STATUS_ERR_BUDGET, pc, 0, 0, 0)
+                    break
+        elif op == VM_JSLT32_X:
+            if <int32_t>reg[dst] < <int32_t>reg[src]:
+                if _take(&pc, ins.off, &count, budget):
+                    _fault(run, VM_STATUS_ERR_BUDGET, pc, 0, 0, 0)
+                    break
+        elif op == VM_JSLE32_K:
+            if <int32_t>reg[dst] <= <int32_t>ins.imm:
+                if _take(&pc, ins.off, &count, budget):
+                    _fault(run, VM_STATUS_ERR_BUDGET, pc, 0, 0, 0)
+                    break
+        elif op == VM_JSLE32_X:
+            if <int32_t>reg[dst] <= <int32_t>reg[src]:
+                if _take(&pc, ins.off, &count, budget):
+                    _fault(run, VM_STATUS_ERR_BUDGET, pc, 0, 0, 0)
+                    break
+        elif op == VM_MAY_GOTO:
+            # The kernel gives each frame BPF_MAX_LOOPS may_goto passes.
+            if loops[depth]:
+                loops[depth] -= 1
+            elif _take(&pc, ins.off, &count, budget):
+                _fault(run, VM_STATUS_ERR_BUDGET, pc, 0, 0, 0)
+                break
+        # ---- calls and exit ------------------------------------------------
+        elif op == VM_CALL_HELPER:
+            h = &prog.helpers[ins.off]
+            reg[0] = h.fn(reg[1], reg[2], reg[3], reg[4], reg[5], run, h.data)
+            if run.status != VM_STATUS_OK:
+                run.err_pc = pc - 1
+                break
+        elif op == VM_CALLX:
+            h = NULL
+            for i in range(prog.nhelpers):
+                if <uint64_t>prog.helpers[i].id == reg[dst]:
+                    h = &prog.helpers[i]
+                    break
+            if h == NULL:
+                _fault(run, VM_STATUS_ERR_HELPER, pc - 1, reg[dst], 0, 0)
+                break
+            reg[0] = h.fn(reg[1], reg[2], reg[3], reg[4], reg[5], run, h.data)
+            if run.status != VM_STATUS_OK:
+                run.err_pc = pc - 1
+                break
+        elif op == VM_CALL_LOCAL:
+            if depth + 1 >= UBPF_MAX_CALL_FRAMES:
+                _fault(run, VM_STATUS_ERR_DEPTH, pc - 1, 0, 0, 0)
+                break
+            frames[depth].saved[0] = reg[6]
+            frames[depth].saved[1] = reg[7]
+            frames[depth].saved[2] = reg[8]
+            frames[depth].saved[3] = reg[9]
+            frames[depth].fp = reg[10]
+            frames[depth].ret = pc
+            depth += 1
+            loops[depth] = VM_MAX_LOOPS
+            reg[10] = stack_top - <uint64_t>depth * UBPF_STACK_SIZE
+            if _take(&pc, ins.off, &count, budget):
+                _fault(run, VM_STATUS_ERR_BUDGET, pc, 0, 0, 0)
+                break
+        elif op == VM_EXIT:
+            if depth == 0:
+                break
+            depth -= 1
+            reg[6] = frames[depth].saved[0]
+            reg[7] = frames[depth].saved[1]
+            reg[8] = frames[depth].saved[2]
+            reg[9] = frames[depth].saved[3]
+            reg[10] = frames[depth].fp
+            if _take(&pc, <int32_t>frames[depth].ret, &count, budget):
+                _fault(run, VM_STATUS_ERR_BUDGET, pc, 0, 0, 0)
+                break
+        # ---- loads and stores ---------------------------------------------
+        elif op == VM_LDDW:
+            reg[dst] = <uint64_t>ins.imm
+        elif op == VM_LDXB:
+            addr = reg[src] + <uint64_t>ins.off
+            if not vm_access_ok(run, addr, 1, 0):
+                _fault(run, VM_STATUS_ERR_MEM, pc - 1, addr, 1, 0)
+                break
+            reg[dst] = (<const uint8_t *>addr)[0]
+        elif op == VM_LDXH:
+            addr = reg[src] + <uint64_t>ins.off
+            if not vm_access_ok(run, addr, 2, 0):
+                _fault(run, VM_STATUS_ERR_MEM, pc - 1, addr, 2, 0)
+                break
+            reg[dst] = vm_load(addr, 2)
+        elif op == VM_LDXW:
+            addr = reg[src] + <uint64_t>ins.off
+            if not vm_access_ok(run, addr, 4, 0):
+                _fault(run, VM_STATUS_ERR_MEM, pc - 1, addr, 4, 0)
+                break
+            reg[dst] = vm_load(addr, 4)
+        elif op == VM_LDXDW:
+            addr = reg[src] + <uint64_t>ins.off
+            if not vm_access_ok(run, addr, 8, 0):
+                _fault(run, VM_STATUS_ERR_MEM, pc - 1, addr, 8, 0)
+                break
+            reg[dst] = vm_load(addr, 8)
+        elif op == VM_LDXSB:
+            addr = reg[src] + <uint64_t>ins.off
+            if not vm_access_ok(run, addr, 1, 0):
+                _fault(run, VM_STATUS_ERR_MEM, pc - 1, addr, 1, 0)
+                break
+            reg[dst] = <uint64_t>vm_sext(vm_load(addr, 1), 1)
+        elif op == VM_LDXSH:
+            addr = reg[src] + <uint64_t>ins.off
+            if not vm_access_ok(run, addr, 2, 0):
+                _fault(run, VM_STATUS_ERR_MEM, pc - 1, addr, 2, 0)
+                break
+            reg[dst] = <uint64_t>vm_sext(vm_load(addr, 2), 2)
+        elif op == VM_LDXSW:
+            addr = reg[src] + <uint64_t>ins.off
+            if not vm_access_ok(run, addr, 4, 0):
+                _fault(run, VM_STATUS_ERR_MEM, pc - 1, addr, 4, 0)
+                break
+            reg[dst] = <uint64_t>vm_sext(vm_load(addr, 4), 4)
+        elif op == VM_STB:
+            addr = reg[dst] + <uint64_t>ins.off
+            if not vm_access_ok(run, addr, 1, 1):
+                _fault(run, VM_STATUS_ERR_MEM, pc - 1, addr, 1, 1)
+                break
+            (<uint8_t *>addr)[0] = <uint8_t>ins.imm
+        elif op == VM_STH:
+            addr = reg[dst] + <uint64_t>ins.off
+            if not vm_access_ok(run, addr, 2, 1):
+                _fault(run, VM_STATUS_ERR_MEM, pc - 1, addr, 2, 1)
+                break
+            vm_store(addr, 2, <uint64_t>ins.imm)
+        elif op == VM_STW:
+            addr = reg[dst] + <uint64_t>ins.off
+            if not vm_access_ok(run, addr, 4, 1):
+                _fault(run, VM_STATUS_ERR_MEM, pc - 1, addr, 4, 1)
+                break
+            vm_store(addr, 4, <uint64_t>ins.imm)
+        elif op == VM_STDW:
+            addr = reg[dst] + <uint64_t>ins.off
+            if not vm_access_ok(run, addr, 8, 1):
+                _fault(run, VM_STATUS_ERR_MEM, pc - 1, addr, 8, 1)
+                break
+            vm_store(addr, 8, <uint64_t>ins.imm)
+        elif op == VM_STXB:
+            addr = reg[dst] + <uint64_t>ins.off
+            if not vm_access_ok(run, addr, 1, 1):
+                _fault(run, VM_STATUS_ERR_MEM, pc - 1, addr, 1, 1)
+                break
+            (<uint8_t *>addr)[0] = <uint8_t>reg[src]
+        elif op == VM_STXH:
+            addr = reg[dst] + <uint64_t>ins.off
+            if not vm_access_ok(run, addr, 2, 1):
+                _fault(run, VM_STATUS_ERR_MEM, pc - 1, addr, 2, 1)
+                break
+            vm_store(addr, 2, reg[src])
+        elif op == VM_STXW:
+            addr = reg[dst] + <uint64_t>ins.off
+            if not vm_access_ok(run, addr, 4, 1):
+                _fault(run, VM_STATUS_ERR_MEM, pc - 1, addr, 4, 1)
+                break
+            vm_store(addr, 4, reg[src])
+        elif op == VM_STXDW:
+            addr = reg[dst] + <uint64_t>ins.off
+            if not vm_access_ok(run, addr, 8, 1):
+                _fault(run, VM_STATUS_ERR_MEM, pc - 1, addr, 8, 1)
+                break
+            vm_store(addr, 8, reg[src])
+        # ---- legacy packet loads: big-endian; out of range ends with r0 = 0
+        elif (op == VM_LD_ABS_B or op == VM_LD_ABS_H or op == VM_LD_ABS_W or
+              op == VM_LD_IND_B or op == VM_LD_IND_H or op == VM_LD_IND_W):
+            if op == VM_LD_ABS_B or op == VM_LD_ABS_H or op == VM_LD_ABS_W:
+                o = <int32_t>ins.imm
+            else:
+                o = <int32_t>(<uint32_t>reg[src] + <uint32_t>ins.imm)
+            if o < 0 or <uint64_t>o + ins.size > run.pkt_len:
+                reg[0] = 0
+                break
+            a = vm_load(<uint64_t>run.pkt + <uint64_t>o, ins.size)
+            reg[0] = a if ins.size == 1 else (vm_be16(a) if ins.size == 2 else vm_be32(a))
+        # ---- atomics: bounds and natural alignment checked, then C11 atomics
+        elif (op == VM_ATOMIC_ADD32 or op == VM_ATOMIC_FETCH_ADD32 or op == VM_ATOMIC_OR32 or
+              op == VM_ATOMIC_FETCH_OR32 or op == VM_ATOMIC_AND32 or op == VM_ATOMIC_FETCH_AND32 or
+              op == VM_ATOMIC_XOR32 or op == VM_ATOMIC_FETCH_XOR32 or op == VM_ATOMIC_XCHG32 or
+              op == VM_ATOMIC_CMPXCHG32 or op == VM_ATOMIC_ADD64 or op == VM_ATOMIC_FETCH_ADD64 or
+              op == VM_ATOMIC_OR64 or op == VM_ATOMIC_FETCH_OR64 or op == VM_ATOMIC_AND64 or
+              op == VM_ATOMIC_FETCH_AND64 or op == VM_ATOMIC_XOR64 or op == VM_ATOMIC_FETCH_XOR64 or
+              op == VM_ATOMIC_XCHG64 or op == VM_ATOMIC_CMPXCHG64):
+            addr = reg[dst] + <uint64_t>ins.off
+            if not vm_access_ok(run, addr, ins.size, 1):
+                _fault(run, VM_STATUS_ERR_MEM, pc - 1, addr, ins.size, 1)
+                break
+            if addr & (ins.size - 1):
+                _fault(run, VM_STATUS_ERR_ALIGN, pc - 1, addr, ins.size, 1)
+                break
+            if op == VM_ATOMIC_ADD32:
+                vm_atomic_add32(addr, reg[src])
+            elif op == VM_ATOMIC_FETCH_ADD32:
+                reg[src] = vm_atomic_add32(addr, reg[src])
+            elif op == VM_ATOMIC_OR32:
+                vm_atomic_or32(addr, reg[src])
+            elif op == VM_ATOMIC_FETCH_OR32:
+                reg[src] = vm_atomic_or32(addr, reg[src])
+            elif op == VM_ATOMIC_AND32:
+                vm_atomic_and32(addr, reg[src])
+            elif op == VM_ATOMIC_FETCH_AND32:
+                reg[src] = vm_atomic_and32(addr, reg[src])
+            elif op == VM_ATOMIC_XOR32:
+                vm_atomic_xor32(addr, reg[src])
+            elif op == VM_ATOMIC_FETCH_XOR32:
+                reg[src] = vm_atomic_xor32(addr, reg[src])
+            elif op == VM_ATOMIC_XCHG32:
+                reg[src] = vm_atomic_xchg32(addr, reg[src])
+            elif op == VM_ATOMIC_CMPXCHG32:
+                reg[0] = vm_atomic_cmpxchg32(addr, reg[0], reg[src])
+            elif op == VM_ATOMIC_ADD64:
+                vm_atomic_add64(addr, reg[src])
+            elif op == VM_ATOMIC_FETCH_ADD64:
+                reg[src] = vm_atomic_add64(addr, reg[src])
+            elif op == VM_ATOMIC_OR64:
+                vm_atomic_or64(addr, reg[src])
+            elif op == VM_ATOMIC_FETCH_OR64:
+                reg[src] = vm_atomic_or64(addr, reg[src])
+            elif op == VM_ATOMIC_AND64:
+                vm_atomic_and64(addr, reg[src])
+            elif op == VM_ATOMIC_FETCH_AND64:
+                reg[src] = vm_atomic_and64(addr, reg[src])
+            elif op == VM_ATOMIC_XOR64:
+                vm_atomic_xor64(addr, reg[src])
+            elif op == VM_ATOMIC_FETCH_XOR64:
+                reg[src] = vm_atomic_xor64(addr, reg[src])
+            elif op == VM_ATOMIC_XCHG64:
+                reg[src] = vm_atomic_xchg64(addr, reg[src])
+            else:
+                reg[0] = vm_atomic_cmpxchg64(addr, reg[0], reg[src])
+        elif (op == VM_LOAD_ACQ_B or op == VM_LOAD_ACQ_H or op == VM_LOAD_ACQ_W or
+              op == VM_LOAD_ACQ_DW):
+            addr = reg[src] + <uint64_t>ins.off
+            if not vm_access_ok(run, addr, ins.size, 0):
+                _fault(run, VM_STATUS_ERR_MEM, pc - 1, addr, ins.size, 0)
+                break
+            if addr & (ins.size - 1):
+                _fault(run, VM_STATUS_ERR_ALIGN, pc - 1, addr, ins.size, 0)
+                break
+            reg[dst] = vm_load_acquire(addr, ins.size)
+        elif (op == VM_STORE_REL_B or op == VM_STORE_REL_H or op == VM_STORE_REL_W or
+              op == VM_STORE_REL_DW):
+            addr = reg[dst] + <uint64_t>ins.off
+            if not vm_access_ok(run, addr, ins.size, 1):
+                _fault(run, VM_STATUS_ERR_MEM, pc - 1, addr, ins.size, 1)
+                break
+            if addr & (ins.size - 1):
+                _fault(run, VM_STATUS_ERR_ALIGN, pc - 1, addr, ins.size, 1)
+                break
+            vm_store_release(addr, ins.size, reg[src])
+        else:
+            # ADDR_SPACE_CAST, CALL_KFUNC...: refused by the pre-decoder.
+            _fault(run, VM_STATUS_ERR_INVALID, pc - 1, 0, 0, 0)
+            break
+
+    run.insn_count = count + pc
+    return reg[0]
+
+
+# ---- Python-facing wrapper --------------------------------------------------
+
+cdef uint64_t _py_helper(uint64_t r1, uint64_t r2, uint64_t r3, uint64_t r4, uint64_t r5,
+                         vm_run *run, void *data) noexcept nogil:
+    """Trampoline for helpers written in Python: the slow path, takes the GIL."""
+    with gil:
+        try:
+            res = (<object>data)(r1, r2, r3, r4, r5)
+            return 0 if res is None else (<object>res) & 0xffffffffffffffff
+        except BaseException as e:
+            if run.py_exc == NULL:
+                Py_INCREF(e)
+                run.py_exc = <void *>e
+            run.status = VM_STATUS_ERR_PYTHON
+            return 0
+
+
+cdef uint64_t _helper_ktime_get_ns(uint64_t r1, uint64_t r2, uint64_t r3, uint64_t r4,
+                                   uint64_t r5, vm_run *run, void *data) noexcept nogil:
+    return vm_ktime_ns()
+
+
+cdef uint64_t _helper_get_prandom_u32(uint64_t r1, uint64_t r2, uint64_t r3, uint64_t r4,
+                                      uint64_t r5, vm_run *run, void *data) noexcept nogil:
+    return vm_prandom_u32()
+
+
+cdef uint64_t _helper_get_smp_processor_id(uint64_t r1, uint64_t r2, uint64_t r3,
+                                           uint64_t r4, uint64_t r5, vm_run *run,
+                                           void *data) noexcept nogil:
+    return run.cpu
+
+
+cdef uint64_t _helper_unwind(uint64_t r1, uint64_t r2, uint64_t r3, uint64_t r4,
+                             uint64_t r5, vm_run *run, void *data) noexcept nogil:
+    """The conformance suite's helper: returns r1; r1 == 0 ends the run (r0 = 0)."""
+    if r1 == 0:
+        run.status = VM_STATUS_STOP
+    return r1
+
+
+cdef object _capsule(vm_helper_fn fn):
+    return PyCapsule_New(<void *>fn, _CAPSULE_NAME, NULL)
+
+
+# Helpers implemented in C, as capsules any table can hold (issue "programs"
+# adds the rest). Keys are the kernel's helper ids.
+C_HELPERS = {
+    5: _capsule(_helper_ktime_get_ns),
+    7: _capsule(_helper_get_prandom_u32),
+    8: _capsule(_helper_get_smp_processor_id),
+}
+UNWIND_HELPER = _capsule(_helper_unwind)
+
+
+def is_c_helper(obj) -> bool:
+    """True for a PyCapsule named ``userbpf.helper`` holding a ``vm_helper_fn``."""
+    return PyCapsule_IsValid(obj, _CAPSULE_NAME) == 1
+
+
+cdef class VMProgram:
+    """A pre-decoded program in C memory. Built by :class:`userbpf.Program`.
+
+    ``records`` is the packed ``vm_insn`` array (``INSN_RECORD`` each),
+    ``orig_pc`` maps each record to its instruction slot, ``helpers`` is a
+    list of ``(id, callable_or_capsule)`` that calls index by position.
+    """
+
+    def __cinit__(self):
+        self.prog.insns = NULL
+        self.prog.orig_pc = NULL
+        self.prog.helpers = NULL
+        self.prog.ninsns = 0
+        self.prog.nhelpers = 0
+
+    def __init__(self, bytes records, orig_pc, helpers, fault, uint64_t budget=0):
+        cdef Py_ssize_t n = len(records) // sizeof(vm_insn)
+        cdef Py_ssize_t i
+        if n == 0 or len(records) != n * sizeof(vm_insn) or len(orig_pc) != n:
+            raise ValueError("malformed pre-decoded program")
+        self.prog.insns = <vm_insn *>malloc(n * sizeof(vm_insn))
+        self.prog.orig_pc = <uint32_t *>malloc(n * sizeof(uint32_t))
+        self.prog.helpers = <vm_helper *>malloc((len(helpers) or 1) * sizeof(vm_helper))
+        if self.prog.insns == NULL or self.prog.orig_pc == NULL or self.prog.helpers == NULL:
+            raise MemoryError()
+        memcpy(self.prog.insns, <const char *>records, n * sizeof(vm_insn))
+        for i in range(n):
+            self.prog.orig_pc[i] = orig_pc[i]
+        self.prog.ninsns = <uint32_t>n
+        self._helper_objs = []
+        for i, (hid, obj) in enumerate(helpers):
+            self.prog.helpers[i].id = hid
+            if is_c_helper(obj):
+                self.prog.helpers[i].fn = <vm_helper_fn>PyCapsule_GetPointer(obj, _CAPSULE_NAME)
+                self.prog.helpers[i].data = PyCapsule_GetContext(obj)
+            elif callable(obj):
+                self.prog.helpers[i].fn = _py_helper
+                self.prog.helpers[i].data = <void *>obj
+            else:
+                raise TypeError(f"helper {hid}: expected a callable or a C helper capsule, "
+                                f"got {type(obj).__name__}")
+            self._helper_objs.append(obj)
+            self.prog.nhelpers = i + 1
+        self._regions = []
+        self.fault = fault
+        self.budget = budget
+
+    def __dealloc__(self):
+        free(self.prog.insns)
+        free(self.prog.orig_pc)
+        free(self.prog.helpers)
+
+    def add_region(self, buf, bint writable):
+        """Let programs access ``buf`` (any buffer; writable needs a writable one)."""
+        if len(self._regions) + 2 >= VM_MAX_REGIONS:
+            raise ValueError(f"at most {VM_MAX_REGIONS - 2} extra regions")
+        mv = memoryview(buf).cast("B")
+        if writable and mv.readonly:
+            raise TypeError("a writable region needs a writable buffer")
+        self._regions.append((mv, writable))
+
+    def regions(self):
+        return [(mv, w) for mv, w in self._regions]
+
+    cdef int _prepare(self, vm_run *run, uint8_t *stack, object mem, Py_buffer *view,
+                      bint *have_view) except -1:
+        cdef Py_buffer rv
+        memset(run, 0, sizeof(vm_run))
+        run.stack = stack
+        run.budget = self.budget
+        run.regions[0].start = <uint64_t>stack
+        run.regions[0].len = VM_STACK_BYTES
+        run.regions[0].writable = 1
+        run.nregions = 1
+        have_view[0] = False
+        if mem is not None:
+            PyObject_GetBuffer(mem, view, PyBUF_WRITABLE)
+            have_view[0] = True
+            run.r1 = <uint64_t>view.buf
+            run.r2 = <uint64_t>view.len
+            run.pkt = <const uint8_t *>view.buf
+            run.pkt_len = <uint64_t>view.len
+            run.regions[1].start = <uint64_t>view.buf
+            run.regions[1].len = <uint64_t>view.len
+            run.regions[1].writable = 1
+            run.nregions = 2
+        for mv, w in self._regions:
+            PyObject_GetBuffer(mv, &rv, PyBUF_SIMPLE)
+            run.regions[run.nregions].start = <uint64_t>rv.buf
+            run.regions[run.nregions].len = <uint64_t>rv.len
+            run.regions[run.nregions].writable = w
+            run.nregions += 1
+            PyBuffer_Release(&rv)   # the memoryview in self._regions keeps it alive
+        return 0
+
+    cdef object _finish(self, vm_run *run):
+        cdef object exc = None
+        self.insn_count = run.insn_count
+        if run.py_exc != NULL:
+            exc = <object>run.py_exc
+            Py_DECREF(exc)
+            run.py_exc = NULL
+        if run.status > VM_STATUS_STOP:
+            raise self.fault(run.status, self.prog.orig_pc[run.err_pc], run.err_addr,
+                             run.err_size, bool(run.err_write), exc)
+        return None
+
+    def run(self, mem=None, *, uint32_t cpu=0):
+        """Run once; ``mem`` (a writable buffer) is r1/r2. Returns r0."""
+        cdef vm_run run
+        cdef Py_buffer view
+        cdef bint have_view
+        cdef uint64_t stack[VM_STACK_WORDS]
+        cdef uint64_t r0
+        memset(stack, 0, sizeof(stack))
+        self._prepare(&run, <uint8_t *>stack, mem, &view, &have_view)
+        run.cpu = cpu
+        try:
+            with nogil:
+                r0 = vm_exec(&self.prog, &run)
+            self._finish(&run)
+        finally:
+            if have_view:
+                PyBuffer_Release(&view)
+        return r0
+
+    def run_batch(self, mem=None, uint64_t repeat=1, *, uint32_t cpu=0):
+        """Run ``repeat`` times in a C loop (for benchmarks).
+
+        Returns ``(r0 of the last run, total nanoseconds, instructions per run)``.
+        The memory is not restored between runs, as the kernel's test_run.
+        """
+        cdef vm_run run
+        cdef Py_buffer view
+        cdef bint have_view
+        cdef uint64_t stack[VM_STACK_WORDS]
+        cdef uint64_t r0 = 0, k, r1, r2
+        cdef timespec t0, t1
+        if repeat < 1:
+            repeat = 1
+        memset(stack, 0, sizeof(stack))
+        self._prepare(&run, <uint8_t *>stack, mem, &view, &have_view)
+        run.cpu = cpu
+        r1, r2 = run.r1, run.r2
+        try:
+            with nogil:
+                clock_gettime(CLOCK_MONOTONIC, &t0)
+                for k in range(repeat):
+                    run.r1 = r1
+                    run.r2 = r2
+                    r0 = vm_exec(&self.prog, &run)
+                    if run.status > VM_STATUS_STOP:
+                        break
+                    run.status = VM_STATUS_OK
+                clock_gettime(CLOCK_MONOTONIC, &t1)
+            self._finish(&run)
+        finally:
+            if have_view:
+                PyBuffer_Release(&view)
+        ns = (t1.tv_sec - t0.tv_sec) * 1000000000 + (t1.tv_nsec - t0.tv_nsec)
+        return r0, ns, run.insn_count
+
+    def __len__(self):
+        return self.prog.ninsns

@@ -1,0 +1,255 @@
+"""Programs for the interpreter: structural checks and pre-decoding.
+
+:class:`Program` takes bytecode, instructions or assembler text, checks its
+structure (known opcodes, the kernel's reserved-field rules, jumps and calls
+in range and never into the middle of an ``lddw``, r10 read-only, helpers
+known) and pre-decodes it for the Cython interpreter. Until the verifier
+exists, programs run unverified: the interpreter's runtime checks (every
+memory access, call depth, an instruction budget) keep the host safe.
+"""
+from __future__ import annotations
+
+import struct
+from typing import Callable, Dict, Iterable, List, Mapping, NamedTuple, Optional, Tuple, Union
+
+from . import _vm, isa
+from .errors import (BudgetExceeded, CallDepthError, HelperError, MemoryAccessError,
+                     ProgramError, VMError)
+from .isa import Class, Insn, JmpOp, Pseudo, PseudoCall
+
+__all__ = ["Program", "BatchResult", "DEFAULT_BUDGET"]
+
+DEFAULT_BUDGET = 100_000_000      # instructions per run; 0 = unlimited
+_RECORD = struct.Struct(_vm.INSN_RECORD)
+assert _RECORD.size == _vm.INSN_RECORD_SIZE
+
+Code = Union[bytes, bytearray, memoryview, str, Iterable]
+HelperImpl = Union[Callable[..., Optional[int]], object]   # callable or C capsule
+
+# Writes to r10 are refused, as the kernel does: it keeps frame-pointer
+# accesses provably inside the frame. Which register each op writes:
+_WRITES_DST = frozenset(n for n in isa.VM_OP_NAMES if n.split("_")[0] in (
+    "ADD64", "ADD32", "SUB64", "SUB32", "MUL64", "MUL32", "DIV64", "DIV32", "SDIV64",
+    "SDIV32", "MOD64", "MOD32", "SMOD64", "SMOD32", "OR64", "OR32", "AND64", "AND32",
+    "LSH64", "LSH32", "RSH64", "RSH32", "ARSH64", "ARSH32", "XOR64", "XOR32", "MOV64",
+    "MOV32", "NEG64", "NEG32", "MOVSX8", "MOVSX16", "MOVSX32", "LE16", "LE32", "LE64",
+    "BE16", "BE32", "BE64", "BSWAP16", "BSWAP32", "BSWAP64", "LDDW", "LDXB", "LDXH",
+    "LDXW", "LDXDW", "LDXSB", "LDXSH", "LDXSW", "ADDR") or n.startswith("LOAD_ACQ"))
+_JUMPS = frozenset(n for n in isa.VM_OP_NAMES
+                   if n[0] == "J" or n in ("MAY_GOTO", "JA", "JA32"))
+
+
+class BatchResult(NamedTuple):
+    """What :meth:`Program.run_batch` measured."""
+    retval: int          # r0 of the last run
+    duration_ns: float   # average per run
+    insns: int           # instructions executed by one run
+
+
+def to_insns(code: Code) -> List[Insn]:
+    """Bytes, assembler text or (nested) instructions -> a flat slot list."""
+    if isinstance(code, (bytes, bytearray, memoryview)):
+        return isa.decode(code)
+    if isinstance(code, str):
+        from . import asm
+        return asm.assemble(code)
+    return isa.flatten(code)
+
+
+def default_helpers() -> Dict[int, HelperImpl]:
+    """The helpers a program may call when none are given (by kernel id)."""
+    return dict(_vm.C_HELPERS)
+
+
+def predecode(insns: List[Insn], helpers: Mapping[int, HelperImpl]):
+    """Check a program's structure and build the interpreter's records.
+
+    Returns ``(records, orig_pc, helper_table)``. Raises :class:`ProgramError`
+    with the kernel's wording where the kernel has one.
+    """
+    n = len(insns)
+    if n == 0:
+        raise ProgramError("empty program")
+    starts = list(isa.slots(insns))
+    index = {slot: i for i, slot in enumerate(starts)}     # slot -> record index
+    helper_slots: Dict[int, int] = {}
+    helper_table: List[Tuple[int, HelperImpl]] = []
+    records = []
+
+    def target(pc: int, rel: int) -> int:
+        t = pc + rel + 1
+        if t < 0 or t >= n:
+            raise ProgramError(f"jump out of range from insn {pc} to {t}", pc)
+        if t not in index:
+            raise ProgramError(f"jump into the middle of ldimm64 insn {t - 1}", pc)
+        return index[t]
+
+    for pc in starts:
+        x = insns[pc]
+        err = isa.check_fields(insns, pc)
+        if err:
+            raise ProgramError(err, pc)
+        name = isa.vm_op_name(x)
+        if name in _WRITES_DST and x.dst == isa.BPF_REG_10:
+            raise ProgramError("frame pointer is read only", pc)
+        if name.startswith("ATOMIC_FETCH") or name.startswith("ATOMIC_XCHG"):
+            if x.src == isa.BPF_REG_10:
+                raise ProgramError("frame pointer is read only", pc)
+        off, imm, size = x.off, x.imm, 0
+        if x.cls in (Class.LDX, Class.ST, Class.STX, Class.LD):
+            size = isa.SIZE_BYTES[isa.Size(isa.BPF_SIZE(x.code))]
+        if name == "LDDW":
+            if x.src != Pseudo.NONE:
+                raise ProgramError(
+                    f"ldimm64 with src_reg={x.src} ({Pseudo(x.src).name}) refers to a map or "
+                    "BTF object: load the program through PROG_LOAD, which resolves it", pc)
+            imm = isa.imm64(x, insns[pc + 1])
+            imm = imm - (1 << 64) if imm >= 1 << 63 else imm
+        elif name == "JA32":
+            off = target(pc, x.imm)
+        elif name in _JUMPS:
+            off = target(pc, x.off)
+        elif name == "CALL_LOCAL":
+            off = target(pc, x.imm)
+        elif name == "CALL_HELPER":
+            if x.imm not in helper_slots:
+                if x.imm not in helpers:
+                    raise ProgramError(f"invalid func unknown#{x.imm}", pc)
+                helper_slots[x.imm] = len(helper_table)
+                helper_table.append((x.imm, helpers[x.imm]))
+            off = helper_slots[x.imm]
+        elif name == "INVALID" and x.cls == Class.JMP and isa.BPF_OP(x.code) == JmpOp.CALL \
+                and x.src == PseudoCall.KFUNC_CALL:
+            raise ProgramError(f"kernel function calls (kfuncs) are not supported: "
+                               f"call to kfunc btf_id {x.imm}", pc)
+        elif name == "ADDR_SPACE_CAST":
+            raise ProgramError("addr_space_cast insn can only be used in a program that has "
+                               "an associated arena (arena maps are not supported yet)", pc)
+        records.append(_RECORD.pack(isa.VM_OP[name], x.dst, x.src, size, off, imm))
+    if "CALLX" in {isa.vm_op_name(insns[pc]) for pc in starts}:
+        for hid in sorted(helpers):          # callx may reach any helper by id
+            if hid not in helper_slots:
+                helper_slots[hid] = len(helper_table)
+                helper_table.append((hid, helpers[hid]))
+    # A sentinel past the end: falling off the program stops cleanly.
+    records.append(_RECORD.pack(isa.VM_OP["INVALID"], 0, 0, 0, 0, 0))
+    return b"".join(records), starts + [n], helper_table
+
+
+class Program:
+    """An eBPF program for the interpreter.
+
+    ``code`` is raw bytecode, assembler text (either syntax, see
+    :mod:`userbpf.asm`) or a list of instructions. ``helpers`` maps helper
+    ids to Python callables ``f(r1, r2, r3, r4, r5) -> int`` or C helper
+    capsules; they extend the built-in ones. ``budget`` caps the
+    instructions one run may execute (0: no cap).
+
+    >>> p = Program("r0 = *(u8 *)(r1 + 1)\\nexit")
+    >>> p.run(bytearray(b"\\x07\\x2a"))
+    42
+    >>> Program([isa.BPF_MOV64_IMM(0, 7), isa.BPF_EXIT_INSN()]).run()
+    7
+    """
+
+    def __init__(self, code: Code, *, helpers: Optional[Mapping[int, HelperImpl]] = None,
+                 budget: int = DEFAULT_BUDGET):
+        self.insns: List[Insn] = to_insns(code)
+        self.helpers: Dict[int, HelperImpl] = default_helpers()
+        for hid, impl in (helpers or {}).items():
+            self.helpers[int(hid)] = impl
+        records, self._orig_pc, table = predecode(self.insns, self.helpers)
+        self._vm = _vm.VMProgram(records, self._orig_pc, table, self._fault, budget)
+
+    # -- running -------------------------------------------------------------
+
+    def run(self, mem=None, *, cpu: int = 0) -> int:
+        """Run once and return r0 (an unsigned 64-bit int).
+
+        r1 is the address of ``mem`` and r2 its length (0 and 0 without
+        memory). A writable buffer is modified in place; read-only bytes
+        are copied first.
+        """
+        return self._vm.run(_writable(mem), cpu=cpu)
+
+    def run_batch(self, mem=None, repeat: int = 1, *, cpu: int = 0) -> BatchResult:
+        """Run ``repeat`` times in a C loop and time it (for benchmarks)."""
+        r0, ns, insns = self._vm.run_batch(_writable(mem), repeat, cpu=cpu)
+        return BatchResult(r0, ns / max(repeat, 1), insns)
+
+    def add_region(self, buf, writable: bool = True) -> None:
+        """Let the program access ``buf`` through pointers (e.g. passed by a helper)."""
+        self._vm.add_region(buf, writable)
+
+    @property
+    def budget(self) -> int:
+        return self._vm.budget
+
+    @budget.setter
+    def budget(self, value: int) -> None:
+        self._vm.budget = value
+
+    @property
+    def insn_count(self) -> int:
+        """Instructions the last run executed (``lddw`` counts once)."""
+        return self._vm.insn_count
+
+    def __len__(self) -> int:
+        return len(self.insns)
+
+    def bytes(self) -> bytes:
+        return isa.encode(self.insns)
+
+    def disassemble(self, syntax: str = "kernel") -> str:
+        from . import asm
+        return asm.disassemble(self.insns, syntax=syntax)
+
+    # -- errors --------------------------------------------------------------
+
+    def _insn_text(self, pc: int) -> str:
+        if pc >= len(self.insns):
+            return "<end of program>"
+        try:
+            from . import asm
+            return asm.format_insn(self.insns, pc)
+        except Exception:       # the disassembler must never hide the real error
+            return repr(self.insns[pc])
+
+    def _fault(self, status: int, pc: int, addr: int, size: int, write: bool,
+               exc: Optional[BaseException]) -> VMError:
+        text = self._insn_text(pc)
+        access = "write" if write else "read"
+        if status == _vm.STATUS_ERR_MEM:
+            return MemoryAccessError(
+                f"invalid {access} of {size} byte{'s' if size > 1 else ''} at {addr:#x}: "
+                "outside the stack, the memory buffer and every registered region",
+                pc, text, addr, size, write)
+        if status == _vm.STATUS_ERR_ALIGN:
+            return MemoryAccessError(
+                f"misaligned atomic {access} of {size} bytes at {addr:#x}", pc, text,
+                addr, size, write)
+        if status == _vm.STATUS_ERR_BUDGET:
+            return BudgetExceeded(
+                f"instruction budget of {self.budget} exhausted (raise Program.budget, "
+                "or 0 for no limit)", pc, text)
+        if status == _vm.STATUS_ERR_DEPTH:
+            return CallDepthError(
+                f"bpf-to-bpf calls nested deeper than {isa.MAX_CALL_FRAMES} frames", pc, text)
+        if status == _vm.STATUS_ERR_HELPER:
+            return HelperError(f"callx to unknown helper id {addr}", pc, text)
+        if status == _vm.STATUS_ERR_PYTHON:
+            err = HelperError(f"helper raised {type(exc).__name__}: {exc}", pc, text)
+            err.__cause__ = exc
+            return err
+        if pc >= len(self.insns):
+            return VMError("fell off the end of the program (the last instruction "
+                           "must be exit or a jump)", pc, text)
+        return VMError("instruction cannot run", pc, text)
+
+
+def _writable(mem):
+    if mem is None:
+        return None
+    if isinstance(mem, (bytes, str)) or (isinstance(mem, memoryview) and mem.readonly):
+        return bytearray(mem)
+    return mem
