@@ -298,28 +298,28 @@ def decode(data: Union[bytes, bytearray, memoryview]) -> list:
         raise EncodingError(f"bytecode length {len(data)} is not a multiple of "
                             f"{INSN_SIZE} bytes")
     insns = [Insn.decode(data, o) for o in range(0, len(data), INSN_SIZE)]
-    _refuse_big_endian(insns)
+    _refuse_big_endian(insns, data)
     return insns
 
 
-def _refuse_big_endian(insns: list) -> None:
-    """A big-endian object stores dst in the high nibble of byte 1. When some
-    register field is invalid read little-endian but every instruction is
-    valid with the nibbles swapped, the program is big-endian: say so rather
-    than report a confusing register error."""
-    def valid(dst: int, src: int) -> bool:
-        return dst <= 10 and src <= 10
-    wide_tail = {i + 1 for i, x in enumerate(insns) if is_wide(x)}
-    real = [x for i, x in enumerate(insns) if i not in wide_tail]
-    if all(valid(x.dst, x.src) for x in real):
+_INSN_BE = struct.Struct(">BBhi")
+
+
+def _refuse_big_endian(insns: list, data: bytes) -> None:
+    """A big-endian object swaps the register nibbles and the byte order of
+    off and imm. When the program breaks the encoding rules read
+    little-endian but is entirely valid read big-endian, say so rather than
+    report a confusing field error."""
+    if all(check_fields(insns, i) is None for i in slots(insns)):
         return
-    if all(valid(x.src, x.dst) for x in real):
-        first = next(i for i, x in enumerate(insns)
-                     if i not in wide_tail and not valid(x.dst, x.src))
+    be = []
+    for o in range(0, len(data), INSN_SIZE):
+        code, regs, off, imm = _INSN_BE.unpack_from(data, o)
+        be.append(Insn(code, regs >> 4, regs & 0x0f, off, imm))
+    if all(check_fields(be, i) is None for i in slots(be)):
         raise EncodingError(
-            f"instruction {first} has register fields dst={insns[first].dst} "
-            f"src={insns[first].src}: this looks like a big-endian program; "
-            "userbpf runs little-endian eBPF only")
+            "this looks like a big-endian program (it is valid only with the register "
+            "nibbles and the off/imm bytes swapped); userbpf runs little-endian eBPF only")
 
 
 # --- reserved-field rules ----------------------------------------------------
