@@ -11,10 +11,11 @@ from .errors import (AsmError, BudgetExceeded, CallDepthError, EncodingError,
                      HelperError, MemoryAccessError, ProgramError, UserBPFError,
                      VMError)
 from .isa import Insn, decode, encode
+from ._vm import c_helper
 from .program import Program
 
 __all__ = [
-    "AsmError", "BudgetExceeded", "CallDepthError", "EncodingError", "HelperError",
+    "AsmError", "BudgetExceeded", "c_helper", "CallDepthError", "EncodingError", "HelperError",
     "Insn", "MemoryAccessError", "Program", "ProgramError", "UserBPFError", "VMError",
     "decode", "encode", "isa",
 ]

@@ -9,7 +9,7 @@ every memory access checked against the run's regions, no Python objects.
 from cpython.buffer cimport (PyBUF_SIMPLE, PyBUF_WRITABLE, PyBuffer_Release,
                              PyObject_GetBuffer)
 from cpython.pycapsule cimport (PyCapsule_GetContext, PyCapsule_GetPointer,
-                                PyCapsule_IsValid, PyCapsule_New)
+                                PyCapsule_IsValid, PyCapsule_New, PyCapsule_SetContext)
 from cpython.ref cimport Py_DECREF, Py_INCREF, PyObject
 from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
@@ -762,6 +762,26 @@ C_HELPERS = {
     8: _capsule(_helper_get_smp_processor_id),
 }
 UNWIND_HELPER = _capsule(_helper_unwind)
+
+
+def c_helper(size_t address, size_t data=0):
+    """Wrap a C function's address as a helper (a ``userbpf.helper`` capsule).
+
+    The function must have the ``vm_helper_fn`` signature of
+    ``include/userbpf/vm.h``: ``uint64_t f(uint64_t r1, ..., uint64_t r5,
+    struct vm_run *run, void *data)``; ``data`` is passed through. Use it with
+    helpers compiled by cffi, ctypes.CDLL or your own extension::
+
+        lib = ctypes.CDLL("./myhelpers.so")
+        addr = ctypes.cast(lib.my_helper, ctypes.c_void_p).value
+        Program(code, helpers={1000: c_helper(addr)})
+    """
+    if address == 0:
+        raise ValueError("a C helper needs a non-NULL function address")
+    cap = PyCapsule_New(<void *>address, _CAPSULE_NAME, NULL)
+    if data:
+        PyCapsule_SetContext(cap, <void *>data)
+    return cap
 
 
 def is_c_helper(obj) -> bool:

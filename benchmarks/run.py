@@ -1,0 +1,136 @@
+#!/usr/bin/env python3
+"""Interpreter benchmarks over ../shared/bench, with the kernel as the baseline.
+
+    python benchmarks/run.py [--bench DIR] [--seconds 0.3] [--rounds 5]
+
+For each program: userbpf's median ns per run inside its C repeat loop
+(`Program.run_batch`), ns per executed instruction (counted by the
+interpreter), and — where the live kernel's bpf() is permitted — the
+kernel's own BPF_PROG_TEST_RUN time for the XDP build of the same program in
+the same run, as a ratio. nop is also timed as a plain `prog.run()` call from
+Python (the per-call cost a pytest user pays). This prints a table; it
+asserts nothing about speed.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import pathlib
+import platform
+import statistics
+import sys
+import time
+
+import userbpf
+
+HERE = pathlib.Path(__file__).resolve().parent
+DEFAULT_BENCH = pathlib.Path(os.environ.get("USERBPF_SHARED", HERE.parent.parent / "shared")) / "bench"
+XDP = 6
+# program -> expected r0 (../shared/bench/README.md)
+EXPECTED = {"nop": 0, "alu": 1379682645, "collatz": 524, "parse": 2, "stack": 1559355448}
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (f"{cpu}, {os.cpu_count()} CPUs, Linux {platform.release()}, "
+            f"Python {platform.python_version()}, userbpf {userbpf.__version__}")
+
+
+def calibrate(run_once, seconds: float) -> int:
+    """Repeat count so that one timed batch takes about `seconds`."""
+    n = 1
+    while True:
+        t = time.perf_counter()
+        run_once(n)
+        dt = time.perf_counter() - t
+        if dt > seconds / 10 or n >= 1 << 26:
+            return max(1, int(n * seconds / max(dt, 1e-9)))
+        n *= 4
+
+
+def bench_userbpf(code: bytes, mem: bytes, seconds: float, rounds: int):
+    prog = userbpf.Program(code)
+    buf = bytearray(mem)
+    r0 = prog.run(bytearray(mem))
+    repeat = calibrate(lambda n: prog.run_batch(buf, n), seconds)
+    times = [prog.run_batch(buf, repeat).duration_ns for _ in range(rounds)]
+    return r0, statistics.median(times), prog.insn_count
+
+
+def bench_python_call(code: bytes, seconds: float, rounds: int) -> float:
+    prog = userbpf.Program(code)
+    run = prog.run
+
+    def loop(n):
+        for _ in range(n):
+            run()
+    n = calibrate(loop, seconds)
+    times = []
+    for _ in range(rounds):
+        t = time.perf_counter_ns()
+        loop(n)
+        times.append((time.perf_counter_ns() - t) / n)
+    return statistics.median(times)
+
+
+def bench_kernel(code: bytes, packet: bytes, rounds: int):
+    """Median ns per run of the kernel's test_run of an XDP program, or None."""
+    try:
+        from userbpf import hostbpf
+    except ImportError:
+        return None
+    if not hostbpf.available():
+        return None
+    with hostbpf.prog_load(code, XDP) as prog:
+        retval, _, _ = prog.test_run(packet, repeat=1)
+        repeat = 1
+        while True:
+            _, _, ns = prog.test_run(packet, repeat=repeat)
+            if ns * repeat > 50_000_000 or repeat >= 1 << 22:
+                break
+            repeat *= 4
+        times = [prog.test_run(packet, repeat=repeat)[2] for _ in range(rounds)]
+    return retval, statistics.median(times)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--bench", type=pathlib.Path, default=DEFAULT_BENCH)
+    ap.add_argument("--seconds", type=float, default=0.3, help="time per batch")
+    ap.add_argument("--rounds", type=int, default=5, help="batches per figure (median)")
+    args = ap.parse_args(argv)
+    if not args.bench.is_dir():
+        print(f"{args.bench} not found: the benchmark programs live in ../shared/bench")
+        return 1
+    print(f"machine: {machine()}")
+    print(f"{'program':<10}{'r0':>12}{'insns/run':>11}{'ns/run':>11}{'ns/insn':>9}"
+          f"{'kernel ns/run':>15}{'userbpf/kernel':>16}")
+    bad = 0
+    for name in ("nop", "alu", "collatz", "stack", "parse"):
+        src = args.bench / (f"{name}.bin" if name == "nop" else f"{name}.mem.bin")
+        packet = (args.bench / f"{name}.input.bin").read_bytes()
+        r0, ns, insns = bench_userbpf(src.read_bytes(), packet, args.seconds, args.rounds)
+        kernel = bench_kernel((args.bench / f"{name}.bin").read_bytes(), packet, args.rounds)
+        kcol = ratio = "-"
+        if kernel:
+            kcol, ratio = f"{kernel[1]:.1f}", f"{ns / max(kernel[1], 0.001):.2f}x"
+            if kernel[0] != EXPECTED[name]:
+                kcol += " (r0!)"
+        flag = "" if r0 == EXPECTED[name] else f"  WRONG r0, expected {EXPECTED[name]}"
+        bad += bool(flag)
+        print(f"{name:<10}{r0:>12}{insns:>11}{ns:>11.1f}{ns / insns:>9.2f}{kcol:>15}{ratio:>16}{flag}")
+    call = bench_python_call((args.bench / "nop.bin").read_bytes(), args.seconds, args.rounds)
+    print(f"{'nop call':<10}{'':>12}{2:>11}{call:>11.1f}{'':>9}{'':>15}{'':>16}"
+          "   (prog.run() from Python)")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
