@@ -32,5 +32,5 @@ def ext(name):
     )
 
 
-setup(ext_modules=cythonize([ext("_vm")], compiler_directives=directives,
+setup(ext_modules=cythonize([ext("_vm"), ext("_maps")], compiler_directives=directives,
                             include_path=["src"]))

@@ -1,0 +1,225 @@
+# cython: language_level=3
+"""Maps in C: one extension assembled from a .pxi per map type.
+
+Each map is a ``ubpf_map`` (include/userbpf/map.h) whose ops table the
+interpreter's helpers call directly. :class:`MapCore` is the thin Python
+wrapper that owns one; the simulated kernel (``userbpf.kernel``) validates
+attrs, keeps fds, ids and pins, and turns the negative errnos returned here
+into ``OSError``.
+"""
+from libc.errno cimport E2BIG, EEXIST, EINVAL, ENOENT, ENOMEM, EPERM
+from libc.stdint cimport uint8_t, uint32_t, uint64_t
+from libc.stdlib cimport calloc, free, malloc
+from libc.string cimport memcmp, memcpy, memset
+
+import errno as _errno
+import os as _os
+
+# Kernel flag values (include/uapi/linux/bpf.h).
+cdef enum:
+    BPF_ANY = 0
+    BPF_NOEXIST = 1
+    BPF_EXIST = 2
+    BPF_F_LOCK = 4
+    BPF_F_NO_PREALLOC = 1
+    BPF_F_RDONLY_PROG = 1 << 7
+    ARRAY_LOCK_STRIPES = 64
+    HASH_CHUNK_ELEMS = 256
+
+include "maps/array.pxi"
+include "maps/hash.pxi"
+
+# map type numbers, as enum bpf_map_type
+_HASH, _ARRAY, _PERCPU_HASH, _PERCPU_ARRAY = 1, 2, 5, 6
+
+
+cdef class MapCore:
+    """One map's C storage. Built by ``userbpf.kernel`` after validation.
+
+    >>> m = MapCore(2, 4, 8, 4, 0, 1)            # an ARRAY of 4 u64
+    >>> m.update((1).to_bytes(4, "little"), (7).to_bytes(8, "little"), 0)
+    >>> int.from_bytes(m.lookup((1).to_bytes(4, "little")), "little")
+    7
+    """
+
+    def __cinit__(self):
+        self.map = NULL
+
+    def __init__(self, uint32_t map_type, uint32_t key_size, uint32_t value_size,
+                 uint32_t max_entries, uint32_t map_flags, uint32_t ncpus, name=b"",
+                 uint64_t seed=0):
+        if ncpus < 1 or ncpus > UBPF_MAX_CPUS:
+            raise ValueError(f"ncpus must be 1..{UBPF_MAX_CPUS}")
+        self.map = <ubpf_map *>calloc(1, sizeof(ubpf_map))
+        if self.map == NULL:
+            raise MemoryError()
+        m = self.map
+        m.map_type, m.key_size, m.value_size = map_type, key_size, value_size
+        m.max_entries, m.map_flags, m.ncpus = max_entries, map_flags, ncpus
+        m.region_writable = not (map_flags & BPF_F_RDONLY_PROG)
+        name = bytes(name)[:UBPF_OBJ_NAME_LEN - 1]
+        memcpy(m.name, <const char *>name, len(name))
+        if map_type == _ARRAY or map_type == _PERCPU_ARRAY:
+            array_init(m, map_type == _PERCPU_ARRAY)
+        elif map_type == _HASH or map_type == _PERCPU_HASH:
+            if not seed:
+                seed = int.from_bytes(_os.urandom(8), "little") | 1
+            hash_init(m, map_type == _PERCPU_HASH, seed)
+        else:
+            raise NotImplementedError(f"map type {map_type} has no C storage yet")
+
+    def __dealloc__(self):
+        if self.map != NULL:
+            if self.map.ops != NULL and self.map.ops.destroy != NULL:
+                self.map.ops.destroy(self.map)
+            else:
+                free(self.map.impl)
+            free(self.map)
+            self.map = NULL
+
+    cdef int _ensure_alive(self) except -1:
+        if self.map == NULL:
+            raise ValueError("map storage is not initialised")
+        return 0
+
+    # -- properties ---------------------------------------------------------
+    @property
+    def address(self):
+        """The ``ubpf_map *``, as programs see it after map-fd resolution."""
+        return <size_t>self.map
+
+    @property
+    def map_type(self):
+        return self.map.map_type
+
+    @property
+    def key_size(self):
+        return self.map.key_size
+
+    @property
+    def value_size(self):
+        return self.map.value_size
+
+    @property
+    def max_entries(self):
+        return self.map.max_entries
+
+    @property
+    def map_flags(self):
+        return self.map.map_flags
+
+    @property
+    def ncpus(self):
+        return self.map.ncpus
+
+    @property
+    def sys_value_size(self):
+        """Bytes of a value as user space sees it (all CPUs for per-CPU maps)."""
+        if self.map.map_type in (_PERCPU_HASH, _PERCPU_ARRAY):
+            return ((self.map.value_size + 7) & ~7u) * self.map.ncpus
+        return self.map.value_size
+
+    # -- the bpf() operations: bytes in, bytes out; failures raise OSError --
+    cdef bytes _key(self, key):
+        cdef bytes k = bytes(key)
+        if len(k) != self.map.key_size:
+            raise OSError(_errno.EINVAL, f"key is {len(k)} bytes, map key_size is "
+                                         f"{self.map.key_size}")
+        return k
+
+    def lookup(self, key, uint64_t flags=0):
+        cdef bytes k = self._key(key)
+        cdef bytearray out = bytearray(self.sys_value_size)
+        cdef long err
+        cdef char *kp = k
+        cdef char *op = out
+        self._ensure_alive()
+        if self.map.ops.sys_lookup == NULL:
+            raise OSError(_errno.EOPNOTSUPP, _os.strerror(_errno.EOPNOTSUPP))
+        with nogil:
+            err = self.map.ops.sys_lookup(self.map, kp, op, flags)
+        if err:
+            raise OSError(-err, _os.strerror(-err))
+        return bytes(out)
+
+    def update(self, key, value, uint64_t flags=0):
+        cdef bytes k = self._key(key)
+        cdef bytes v = bytes(value)
+        cdef long err
+        cdef char *kp = k
+        cdef char *vp = v
+        self._ensure_alive()
+        if len(v) != self.sys_value_size:
+            raise OSError(_errno.EINVAL, f"value is {len(v)} bytes, expected "
+                                         f"{self.sys_value_size}")
+        if self.map.ops.sys_update == NULL:
+            raise OSError(_errno.EOPNOTSUPP, _os.strerror(_errno.EOPNOTSUPP))
+        with nogil:
+            err = self.map.ops.sys_update(self.map, kp, vp, flags)
+        if err:
+            raise OSError(-err, _os.strerror(-err))
+
+    def delete(self, key):
+        cdef bytes k = self._key(key)
+        cdef long err
+        cdef char *kp = k
+        self._ensure_alive()
+        with nogil:
+            err = self.map.ops.delete_elem(self.map, kp)
+        if err:
+            raise OSError(-err, _os.strerror(-err))
+
+    def lookup_and_delete(self, key, uint64_t flags=0):
+        cdef bytes k = self._key(key)
+        cdef bytearray out = bytearray(self.sys_value_size)
+        cdef long err
+        cdef char *kp = k
+        cdef char *op = out
+        self._ensure_alive()
+        if self.map.ops.sys_lookup_and_delete == NULL:
+            raise OSError(_errno.EOPNOTSUPP, _os.strerror(_errno.EOPNOTSUPP))
+        with nogil:
+            err = self.map.ops.sys_lookup_and_delete(self.map, kp, op, flags)
+        if err:
+            raise OSError(-err, _os.strerror(-err))
+        return bytes(out)
+
+    def get_next_key(self, key=None):
+        """The key after ``key`` (the first key for None or an absent key)."""
+        cdef bytes k
+        cdef char *kp = NULL
+        cdef bytearray out = bytearray(self.map.key_size)
+        cdef char *op = out
+        cdef long err
+        self._ensure_alive()
+        if key is not None:
+            k = self._key(key)
+            kp = k
+        with nogil:
+            err = self.map.ops.get_next_key(self.map, kp, op)
+        if err:
+            raise OSError(-err, _os.strerror(-err))
+        return bytes(out)
+
+    def value_view(self):
+        """A writable memoryview of the contiguous value memory (mmapable arrays)."""
+        self._ensure_alive()
+        if self.map.region == NULL:
+            raise OSError(_errno.EINVAL, "this map's values are not contiguous")
+        return memoryview(<uint8_t[:self.map.region_len]>self.map.region)
+
+    def program_lookup(self, key, uint32_t cpu=0):
+        """What bpf_map_lookup_elem returns to a program: the value's address or 0."""
+        cdef bytes k = self._key(key)
+        cdef char *kp = k
+        return <size_t>self.map.ops.lookup(self.map, kp, cpu)
+
+    def program_update(self, key, value, uint64_t flags=0, uint32_t cpu=0):
+        """bpf_map_update_elem from a program on ``cpu``: 0 or a negative errno."""
+        cdef bytes k = self._key(key)
+        cdef bytes v = bytes(value)
+        cdef char *kp = k
+        cdef char *vp = v
+        if len(v) != self.map.value_size:
+            raise ValueError("value size")
+        return self.map.ops.update(self.map, kp, vp, flags, cpu)
