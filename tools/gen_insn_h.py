@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Generate include/userbpf/insn.h and src/userbpf/_insn.pxd from userbpf.isa.
+"""Generate include/userbpf/insn.h and src/userbpf/includes/insn.pxd from userbpf.isa.
 
 isa.py is the one source of truth for encodings; C and Cython read these
 generated mirrors. Run after changing isa.py:  python tools/gen_insn_h.py
@@ -67,7 +67,7 @@ def pxd(isa) -> str:
 
 OUTPUTS = {
     ROOT / "include" / "userbpf" / "insn.h": header,
-    ROOT / "src" / "userbpf" / "_insn.pxd": pxd,
+    ROOT / "src" / "userbpf" / "includes" / "insn.pxd": pxd,
 }
 
 

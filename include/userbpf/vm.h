@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "userbpf/insn.h"
+#include "userbpf/map.h"
 
 #ifndef USERBPF_DEBUG
 #define USERBPF_DEBUG 0
@@ -51,7 +52,8 @@ enum vm_status {
     VM_STATUS_ERR_DEPTH = 5,   /* more than UBPF_MAX_CALL_FRAMES frames */
     VM_STATUS_ERR_HELPER = 6,  /* callx to an unknown helper */
     VM_STATUS_ERR_PYTHON = 7,  /* a Python helper raised; run->py_exc holds it */
-    VM_STATUS_ERR_INVALID = 8  /* an operation that cannot run (never decoded) */
+    VM_STATUS_ERR_INVALID = 8, /* an operation that cannot run (never decoded) */
+    VM_STATUS_ERR_MAP_ARG = 9  /* a map helper's r1 is not one of the program's maps */
 };
 
 struct vm_run;
@@ -74,6 +76,8 @@ typedef struct vm_prog {
     uint32_t *orig_pc;    /* decoded index -> original slot index, for errors */
     vm_helper *helpers;
     uint32_t nhelpers;
+    ubpf_map **maps;      /* the maps the program references (lddw resolved) */
+    uint32_t nmaps;
 } vm_prog;
 
 /* The state of one run: inputs set by the caller, outputs set by vm_exec. */
@@ -88,6 +92,7 @@ typedef struct vm_run {
     uint64_t budget;              /* max instructions; 0 = unlimited */
     uint32_t cpu;
     void *user;                   /* for helpers: the embedding's context */
+    const vm_prog *prog;          /* the program being run (its maps) */
     /* outputs */
     int status;
     uint32_t err_pc;              /* decoded index of the faulting instruction */
@@ -146,17 +151,48 @@ static inline int64_t vm_sext(uint64_t v, int bytes) {
     }
 }
 
-/* Is [addr, addr + size) inside one region (writable when asked)?
- * Written so that no sum can overflow. */
+static inline int vm_in_range(uint64_t start, uint64_t len, uint64_t addr, uint64_t size) {
+    uint64_t rel = addr - start;      /* no sum here can overflow */
+    return rel < len && len - rel >= size;
+}
+
+/* Slow path: value memory of the program's maps that is not one of the
+ * run's regions (maps past the region table, non-contiguous maps). */
+static int vm_access_maps_ok(const vm_run *run, uint64_t addr, uint64_t size, int write) {
+    uint32_t i;
+    if (run->prog == NULL)
+        return 0;
+    for (i = 0; i < run->prog->nmaps; i++) {
+        const ubpf_map *m = run->prog->maps[i];
+        int inside = (m->region && vm_in_range((uint64_t)(uintptr_t)m->region, m->region_len, addr, size))
+                     || (m->ops->contains && m->ops->contains(m, addr, size));
+        if (inside)
+            return !write || m->region_writable;
+    }
+    return 0;
+}
+
+/* Is [addr, addr + size) inside memory the run may touch (writable when asked)? */
 static inline int vm_access_ok(const vm_run *run, uint64_t addr, uint64_t size, int write) {
     int i;
     for (i = 0; i < run->nregions; i++) {
         const vm_region *r = &run->regions[i];
-        uint64_t rel = addr - r->start;
-        if (rel < r->len && r->len - rel >= size)
+        if (vm_in_range(r->start, r->len, addr, size))
             return !write || r->writable;
     }
-    return 0;
+    return vm_access_maps_ok(run, addr, size, write);
+}
+
+/* Is r1 of a map helper one of the program's maps? (A verified program
+ * cannot pass anything else; an unverified one might.) */
+static inline ubpf_map *vm_map_arg(const vm_run *run, uint64_t ptr) {
+    uint32_t i;
+    if (run->prog == NULL)
+        return NULL;
+    for (i = 0; i < run->prog->nmaps; i++)
+        if ((uint64_t)(uintptr_t)run->prog->maps[i] == ptr)
+            return run->prog->maps[i];
+    return NULL;
 }
 
 /* Atomics: sequentially consistent, as the kernel's BPF_ATOMIC ops. The

@@ -11,6 +11,10 @@ from libc.errno cimport E2BIG, EEXIST, EINVAL, ENOENT, ENOMEM, EPERM
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcmp, memcpy, memset
+from cpython.pycapsule cimport PyCapsule_New
+
+from userbpf.includes.vm cimport (vm_access_ok, vm_helper_fn, vm_map_arg, vm_run,
+                                  VM_STATUS_ERR_MAP_ARG, VM_STATUS_ERR_MEM)
 
 import errno as _errno
 import os as _os
@@ -28,6 +32,7 @@ cdef enum:
 
 include "maps/array.pxi"
 include "maps/hash.pxi"
+include "maps/helpers.pxi"
 
 # map type numbers, as enum bpf_map_type
 _HASH, _ARRAY, _PERCPU_HASH, _PERCPU_ARRAY = 1, 2, 5, 6

@@ -15,6 +15,8 @@ from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t, uint16_t, u
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
 
+from userbpf._maps cimport MapCore
+
 cdef extern from "<time.h>" nogil:
     ctypedef int clockid_t
     cdef struct timespec:
@@ -36,6 +38,7 @@ STATUS_ERR_DEPTH = VM_STATUS_ERR_DEPTH
 STATUS_ERR_HELPER = VM_STATUS_ERR_HELPER
 STATUS_ERR_PYTHON = VM_STATUS_ERR_PYTHON
 STATUS_ERR_INVALID = VM_STATUS_ERR_INVALID
+STATUS_ERR_MAP_ARG = VM_STATUS_ERR_MAP_ARG
 INSN_RECORD = "<BBBBiq"         # struct vm_insn, as program.py packs it
 INSN_RECORD_SIZE = sizeof(vm_insn)
 STACK_BYTES = VM_STACK_BYTES
@@ -803,8 +806,10 @@ cdef class VMProgram:
         self.prog.helpers = NULL
         self.prog.ninsns = 0
         self.prog.nhelpers = 0
+        self.prog.maps = NULL
+        self.prog.nmaps = 0
 
-    def __init__(self, bytes records, orig_pc, helpers, fault, uint64_t budget=0):
+    def __init__(self, bytes records, orig_pc, helpers, fault, uint64_t budget=0, maps=()):
         cdef Py_ssize_t n = len(records) // sizeof(vm_insn)
         cdef Py_ssize_t i
         if n == 0 or len(records) != n * sizeof(vm_insn) or len(orig_pc) != n:
@@ -832,6 +837,13 @@ cdef class VMProgram:
                                 f"got {type(obj).__name__}")
             self._helper_objs.append(obj)
             self.prog.nhelpers = i + 1
+        self._maps = list(maps)
+        self.prog.maps = <ubpf_map **>malloc((len(self._maps) or 1) * sizeof(ubpf_map *))
+        if self.prog.maps == NULL:
+            raise MemoryError()
+        for i, m in enumerate(self._maps):
+            self.prog.maps[i] = (<MapCore?>m).map
+        self.prog.nmaps = len(self._maps)
         self._regions = []
         self.fault = fault
         self.budget = budget
@@ -840,11 +852,12 @@ cdef class VMProgram:
         free(self.prog.insns)
         free(self.prog.orig_pc)
         free(self.prog.helpers)
+        free(self.prog.maps)
 
     def add_region(self, buf, bint writable):
         """Let programs access ``buf`` (any buffer; writable needs a writable one)."""
-        if len(self._regions) + 2 >= VM_MAX_REGIONS:
-            raise ValueError(f"at most {VM_MAX_REGIONS - 2} extra regions")
+        if len(self._regions) + 2 >= VM_MAX_REGIONS // 2:
+            raise ValueError(f"at most {VM_MAX_REGIONS // 2 - 2} extra regions")
         mv = memoryview(buf).cast("B")
         if writable and mv.readonly:
             raise TypeError("a writable region needs a writable buffer")
@@ -856,7 +869,10 @@ cdef class VMProgram:
     cdef int _prepare(self, vm_run *run, uint8_t *stack, object mem, Py_buffer *view,
                       bint *have_view) except -1:
         cdef Py_buffer rv
+        cdef uint32_t i
+        cdef ubpf_map *m
         memset(run, 0, sizeof(vm_run))
+        run.prog = &self.prog
         run.stack = stack
         run.budget = self.budget
         run.regions[0].start = <uint64_t>stack
@@ -882,6 +898,15 @@ cdef class VMProgram:
             run.regions[run.nregions].writable = w
             run.nregions += 1
             PyBuffer_Release(&rv)   # the memoryview in self._regions keeps it alive
+        # Contiguous map values join the fast path while there is room; the
+        # rest are found by vm_access_ok's slow path.
+        for i in range(self.prog.nmaps):
+            m = self.prog.maps[i]
+            if m.region != NULL and run.nregions < VM_MAX_REGIONS:
+                run.regions[run.nregions].start = <uint64_t>m.region
+                run.regions[run.nregions].len = m.region_len
+                run.regions[run.nregions].writable = m.region_writable
+                run.nregions += 1
         return 0
 
     cdef object _finish(self, vm_run *run):

@@ -33,11 +33,12 @@ class AsmError(UserBPFError, ValueError):
 class ProgramError(UserBPFError, ValueError):
     """A program the interpreter refuses to load (bad opcode, jump out of range...).
 
-    ``pc`` is the instruction slot index, as in the kernel's log.
+    ``pc`` is the instruction slot index, as in the kernel's log; ``errno``
+    is what the kernel's PROG_LOAD would fail with.
     """
 
-    def __init__(self, msg: str, pc: Optional[int] = None):
-        self.msg, self.pc = msg, pc
+    def __init__(self, msg: str, pc: Optional[int] = None, errno: int = 22):
+        self.msg, self.pc, self.errno = msg, pc, errno
         super().__init__(msg if pc is None else f"insn {pc}: {msg}")
 
 

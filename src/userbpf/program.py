@@ -10,9 +10,12 @@ memory access, call depth, an instruction budget) keep the host safe.
 from __future__ import annotations
 
 import struct
-from typing import Callable, Dict, Iterable, List, Mapping, NamedTuple, Optional, Tuple, Union
+from typing import (Callable, Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence,
+                    Tuple, Union)
 
-from . import _vm, isa
+import errno
+
+from . import _maps, _vm, isa
 from .errors import (BudgetExceeded, CallDepthError, HelperError, MemoryAccessError,
                      ProgramError, VMError)
 from .isa import Class, Insn, JmpOp, Pseudo, PseudoCall
@@ -58,10 +61,52 @@ def to_insns(code: Code) -> List[Insn]:
 
 def default_helpers() -> Dict[int, HelperImpl]:
     """The helpers a program may call when none are given (by kernel id)."""
-    return dict(_vm.C_HELPERS)
+    helpers = dict(_vm.C_HELPERS)
+    helpers.update(_maps.MAP_HELPERS)
+    return helpers
 
 
-def predecode(insns: List[Insn], helpers: Mapping[int, HelperImpl]):
+class MapRefs:
+    """Resolves ``lddw`` map references as the kernel's PROG_LOAD does:
+    MAP_FD / MAP_VALUE by fd, MAP_IDX / MAP_IDX_VALUE through ``fd_array``.
+    Collects the maps used, in first-use order (the program's map list)."""
+
+    def __init__(self, maps: Optional[Mapping[int, "_maps.MapCore"]] = None,
+                 fd_array: Optional[Sequence[int]] = None):
+        self.by_fd = dict(maps or {})
+        self.fd_array = list(fd_array or [])
+        self.used: List["_maps.MapCore"] = []
+
+    def resolve(self, pc: int, first: Insn, second: Insn) -> int:
+        """The 64-bit value the lddw loads (a map or map value address)."""
+        src = first.src
+        if src in (Pseudo.MAP_IDX, Pseudo.MAP_IDX_VALUE):
+            idx = first.imm & 0xffffffff
+            if idx >= len(self.fd_array):
+                raise ProgramError(f"fd_idx {idx} is out of bounds for fd_array of "
+                                   f"{len(self.fd_array)}", pc, errno.EINVAL)
+            fd = self.fd_array[idx]
+        else:
+            fd = first.imm
+        m = self.by_fd.get(fd)
+        if m is None:
+            raise ProgramError(f"fd {fd} is not pointing to valid bpf_map", pc, errno.EBADF)
+        if all(u is not m for u in self.used):
+            self.used.append(m)
+        if src in (Pseudo.MAP_FD, Pseudo.MAP_IDX):
+            return m.address
+        off = second.imm & 0xffffffff
+        if m.map_type != 2:        # BPF_MAP_TYPE_ARRAY: the only direct-value map here
+            raise ProgramError("no direct value access support for this map type", pc,
+                               errno.EINVAL)
+        if m.max_entries != 1 or off >= m.value_size:
+            raise ProgramError(f"invalid access to map value pointer, value_size="
+                               f"{m.value_size} off={off}", pc, errno.EACCES)
+        return m.program_lookup((0).to_bytes(4, "little")) + off
+
+
+def predecode(insns: List[Insn], helpers: Mapping[int, HelperImpl],
+              maps: Optional[MapRefs] = None):
     """Check a program's structure and build the interpreter's records.
 
     Returns ``(records, orig_pc, helper_table)``. Raises :class:`ProgramError`
@@ -99,11 +144,15 @@ def predecode(insns: List[Insn], helpers: Mapping[int, HelperImpl]):
         if x.cls in (Class.LDX, Class.ST, Class.STX, Class.LD):
             size = isa.SIZE_BYTES[isa.Size(isa.BPF_SIZE(x.code))]
         if name == "LDDW":
-            if x.src != Pseudo.NONE:
+            if x.src in (Pseudo.MAP_FD, Pseudo.MAP_VALUE, Pseudo.MAP_IDX,
+                         Pseudo.MAP_IDX_VALUE):
+                imm = (maps or MapRefs()).resolve(pc, x, insns[pc + 1])
+            elif x.src != Pseudo.NONE:
                 raise ProgramError(
-                    f"ldimm64 with src_reg={x.src} ({Pseudo(x.src).name}) refers to a map or "
-                    "BTF object: load the program through PROG_LOAD, which resolves it", pc)
-            imm = isa.imm64(x, insns[pc + 1])
+                    f"ldimm64 with src_reg={x.src} ({Pseudo(x.src).name}) is not supported "
+                    "yet (BTF ids and subprogram addresses come with the loader)", pc)
+            else:
+                imm = isa.imm64(x, insns[pc + 1])
             imm = imm - (1 << 64) if imm >= 1 << 63 else imm
         elif name == "JA32":
             off = target(pc, x.imm)
@@ -143,7 +192,8 @@ class Program:
     :mod:`userbpf.asm`) or a list of instructions. ``helpers`` maps helper
     ids to Python callables ``f(r1, r2, r3, r4, r5) -> int`` or C helper
     capsules; they extend the built-in ones. ``budget`` caps the
-    instructions one run may execute (0: no cap).
+    instructions one run may execute (0: no cap). ``maps`` (fd -> map
+    storage) and ``fd_array`` resolve ``lddw`` map references.
 
     >>> p = Program("r0 = *(u8 *)(r1 + 1)\\nexit")
     >>> p.run(bytearray(b"\\x07\\x2a"))
@@ -153,13 +203,18 @@ class Program:
     """
 
     def __init__(self, code: Code, *, helpers: Optional[Mapping[int, HelperImpl]] = None,
-                 budget: int = DEFAULT_BUDGET):
+                 budget: int = DEFAULT_BUDGET,
+                 maps: Optional[Mapping[int, "_maps.MapCore"]] = None,
+                 fd_array: Optional[Sequence[int]] = None):
         self.insns: List[Insn] = to_insns(code)
         self.helpers: Dict[int, HelperImpl] = default_helpers()
         for hid, impl in (helpers or {}).items():
             self.helpers[int(hid)] = impl
-        records, self._orig_pc, table = predecode(self.insns, self.helpers)
-        self._vm = _vm.VMProgram(records, self._orig_pc, table, self._fault, budget)
+        refs = MapRefs(maps, fd_array)
+        records, self._orig_pc, table = predecode(self.insns, self.helpers, refs)
+        self.maps = refs.used
+        self._vm = _vm.VMProgram(records, self._orig_pc, table, self._fault, budget,
+                                 self.maps)
 
     # -- running -------------------------------------------------------------
 
@@ -237,6 +292,9 @@ class Program:
                 f"bpf-to-bpf calls nested deeper than {isa.MAX_CALL_FRAMES} frames", pc, text)
         if status == _vm.STATUS_ERR_HELPER:
             return HelperError(f"callx to unknown helper id {addr}", pc, text)
+        if status == _vm.STATUS_ERR_MAP_ARG:
+            return HelperError(f"map helper called with r1={addr:#x}, which is not a map "
+                               "this program references", pc, text)
         if status == _vm.STATUS_ERR_PYTHON:
             err = HelperError(f"helper raised {type(exc).__name__}: {exc}", pc, text)
             err.__cause__ = exc

@@ -1,0 +1,110 @@
+# The map helpers programs call (kernel ids 1, 2, 3, 87, 88, 89, 195).
+#
+# Every pointer argument is checked against the run's memory before use and
+# r1 must be one of the program's maps: a verified program cannot do
+# otherwise, an unverified one is stopped cleanly instead of crashing.
+
+cdef inline ubpf_map *_map_arg(vm_run *run, uint64_t r1) noexcept nogil:
+    cdef ubpf_map *m = vm_map_arg(run, r1)
+    if m == NULL:
+        run.status = VM_STATUS_ERR_MAP_ARG
+        run.err_addr = r1
+    return m
+
+
+cdef inline bint _mem_arg(vm_run *run, uint64_t addr, uint64_t size, bint write) noexcept nogil:
+    if vm_access_ok(run, addr, size, write):
+        return True
+    run.status = VM_STATUS_ERR_MEM
+    run.err_addr = addr
+    run.err_size = <uint32_t>size
+    run.err_write = write
+    return False
+
+
+cdef uint64_t helper_map_lookup_elem(uint64_t r1, uint64_t r2, uint64_t r3, uint64_t r4,
+                                     uint64_t r5, vm_run *run, void *data) noexcept nogil:
+    cdef ubpf_map *m = _map_arg(run, r1)
+    if m == NULL or not _mem_arg(run, r2, m.key_size, False):
+        return 0
+    if m.ops.lookup == NULL:
+        return 0
+    return <uint64_t>m.ops.lookup(m, <const void *>r2, run.cpu)
+
+
+cdef uint64_t helper_map_update_elem(uint64_t r1, uint64_t r2, uint64_t r3, uint64_t r4,
+                                     uint64_t r5, vm_run *run, void *data) noexcept nogil:
+    cdef ubpf_map *m = _map_arg(run, r1)
+    if m == NULL or not _mem_arg(run, r2, m.key_size, False) or \
+            not _mem_arg(run, r3, m.value_size, False):
+        return 0
+    if m.ops.update == NULL:
+        return <uint64_t>-EINVAL
+    return <uint64_t>m.ops.update(m, <const void *>r2, <const void *>r3, r4, run.cpu)
+
+
+cdef uint64_t helper_map_delete_elem(uint64_t r1, uint64_t r2, uint64_t r3, uint64_t r4,
+                                     uint64_t r5, vm_run *run, void *data) noexcept nogil:
+    cdef ubpf_map *m = _map_arg(run, r1)
+    if m == NULL or not _mem_arg(run, r2, m.key_size, False):
+        return 0
+    if m.ops.delete_elem == NULL:
+        return <uint64_t>-EINVAL
+    return <uint64_t>m.ops.delete_elem(m, <const void *>r2)
+
+
+cdef uint64_t helper_map_push_elem(uint64_t r1, uint64_t r2, uint64_t r3, uint64_t r4,
+                                   uint64_t r5, vm_run *run, void *data) noexcept nogil:
+    cdef ubpf_map *m = _map_arg(run, r1)
+    if m == NULL or not _mem_arg(run, r2, m.value_size, False):
+        return 0
+    if m.ops.push == NULL:
+        return <uint64_t>-EINVAL
+    return <uint64_t>m.ops.push(m, <const void *>r2, r3)
+
+
+cdef uint64_t helper_map_pop_elem(uint64_t r1, uint64_t r2, uint64_t r3, uint64_t r4,
+                                  uint64_t r5, vm_run *run, void *data) noexcept nogil:
+    cdef ubpf_map *m = _map_arg(run, r1)
+    if m == NULL or not _mem_arg(run, r2, m.value_size, True):
+        return 0
+    if m.ops.pop == NULL:
+        return <uint64_t>-EINVAL
+    return <uint64_t>m.ops.pop(m, <void *>r2)
+
+
+cdef uint64_t helper_map_peek_elem(uint64_t r1, uint64_t r2, uint64_t r3, uint64_t r4,
+                                   uint64_t r5, vm_run *run, void *data) noexcept nogil:
+    cdef ubpf_map *m = _map_arg(run, r1)
+    if m == NULL or not _mem_arg(run, r2, m.value_size, True):
+        return 0
+    if m.ops.peek == NULL:
+        return <uint64_t>-EINVAL
+    return <uint64_t>m.ops.peek(m, <void *>r2)
+
+
+cdef uint64_t helper_map_lookup_percpu_elem(uint64_t r1, uint64_t r2, uint64_t r3,
+                                            uint64_t r4, uint64_t r5, vm_run *run,
+                                            void *data) noexcept nogil:
+    cdef ubpf_map *m = _map_arg(run, r1)
+    if m == NULL or not _mem_arg(run, r2, m.key_size, False):
+        return 0
+    if m.ops.lookup == NULL or r3 >= m.ncpus:
+        return 0
+    return <uint64_t>m.ops.lookup(m, <const void *>r2, <uint32_t>r3)
+
+
+cdef object _helper_capsule(vm_helper_fn fn):
+    return PyCapsule_New(<void *>fn, "userbpf.helper", NULL)
+
+
+# kernel helper id -> C helper capsule (see userbpf._vm.is_c_helper)
+MAP_HELPERS = {
+    1: _helper_capsule(helper_map_lookup_elem),
+    2: _helper_capsule(helper_map_update_elem),
+    3: _helper_capsule(helper_map_delete_elem),
+    87: _helper_capsule(helper_map_push_elem),
+    88: _helper_capsule(helper_map_pop_elem),
+    89: _helper_capsule(helper_map_peek_elem),
+    195: _helper_capsule(helper_map_lookup_percpu_elem),
+}
