@@ -27,7 +27,28 @@ HERE = pathlib.Path(__file__).resolve().parent
 DEFAULT_BENCH = pathlib.Path(os.environ.get("USERBPF_SHARED", HERE.parent.parent / "shared")) / "bench"
 XDP = 6
 # program -> expected r0 (../shared/bench/README.md)
-EXPECTED = {"nop": 0, "alu": 1379682645, "collatz": 524, "parse": 2, "stack": 1559355448}
+EXPECTED = {"nop": 0, "alu": 1379682645, "collatz": 524, "parse": 2, "stack": 1559355448,
+            "hashmap": 264}
+# Map loads to patch in hashmap.mem.bin and hashmap.bin (instruction slots).
+MAP_SLOTS = {"hashmap.mem.bin": (15, 34), "hashmap.bin": (19, 38)}
+HASH, MAP_FD = 1, 3
+
+
+def with_map_fd(code: bytes, slots, fd: int) -> bytes:
+    """Put a map fd into the lddw slots that load the map (src_reg = 1)."""
+    code = bytearray(code)
+    for slot in slots:
+        code[slot * 8 + 4: slot * 8 + 8] = fd.to_bytes(4, "little")
+    return bytes(code)
+
+
+def hash_map_1k():
+    """The bench's map: HASH u32 -> u64, 1024 entries, keys 0..255 filled."""
+    from userbpf._maps import MapCore
+    m = MapCore(HASH, 4, 8, 1024, 0, 1)
+    for k in range(256):
+        m.update(k.to_bytes(4, "little"), k.to_bytes(8, "little"))
+    return m
 
 
 def machine() -> str:
@@ -55,8 +76,8 @@ def calibrate(run_once, seconds: float) -> int:
         n *= 4
 
 
-def bench_userbpf(code: bytes, mem: bytes, seconds: float, rounds: int):
-    prog = userbpf.Program(code)
+def bench_userbpf(code: bytes, mem: bytes, seconds: float, rounds: int, maps=None):
+    prog = userbpf.Program(code, maps=maps)
     buf = bytearray(mem)
     r0 = prog.run(bytearray(mem))
     repeat = calibrate(lambda n: prog.run_batch(buf, n), seconds)
@@ -80,7 +101,7 @@ def bench_python_call(code: bytes, seconds: float, rounds: int) -> float:
     return statistics.median(times)
 
 
-def bench_kernel(code: bytes, packet: bytes, rounds: int):
+def bench_kernel(name: str, code: bytes, packet: bytes, rounds: int):
     """Median ns per run of the kernel's test_run of an XDP program, or None."""
     try:
         from userbpf import hostbpf
@@ -88,6 +109,12 @@ def bench_kernel(code: bytes, packet: bytes, rounds: int):
         return None
     if not hostbpf.available():
         return None
+    hmap = None
+    if name == "hashmap":
+        hmap = hostbpf.map_create(HASH, 4, 8, 1024)
+        for k in range(256):
+            hmap.update(k.to_bytes(4, "little"), k.to_bytes(8, "little"))
+        code = with_map_fd(code, MAP_SLOTS["hashmap.bin"], hmap.fd)
     with hostbpf.prog_load(code, XDP) as prog:
         retval, _, _ = prog.test_run(packet, repeat=1)
         repeat = 1
@@ -97,6 +124,8 @@ def bench_kernel(code: bytes, packet: bytes, rounds: int):
                 break
             repeat *= 4
         times = [prog.test_run(packet, repeat=repeat)[2] for _ in range(rounds)]
+    if hmap is not None:
+        hmap.close()
     return retval, statistics.median(times)
 
 
@@ -113,11 +142,16 @@ def main(argv=None) -> int:
     print(f"{'program':<10}{'r0':>12}{'insns/run':>11}{'ns/run':>11}{'ns/insn':>9}"
           f"{'kernel ns/run':>15}{'userbpf/kernel':>16}")
     bad = 0
-    for name in ("nop", "alu", "collatz", "stack", "parse"):
+    for name in ("nop", "alu", "collatz", "stack", "parse", "hashmap"):
         src = args.bench / (f"{name}.bin" if name == "nop" else f"{name}.mem.bin")
         packet = (args.bench / f"{name}.input.bin").read_bytes()
-        r0, ns, insns = bench_userbpf(src.read_bytes(), packet, args.seconds, args.rounds)
-        kernel = bench_kernel((args.bench / f"{name}.bin").read_bytes(), packet, args.rounds)
+        code, maps = src.read_bytes(), None
+        if name == "hashmap":
+            maps = {MAP_FD: hash_map_1k()}
+            code = with_map_fd(code, MAP_SLOTS[src.name], MAP_FD)
+        r0, ns, insns = bench_userbpf(code, packet, args.seconds, args.rounds, maps)
+        kernel = bench_kernel(name, (args.bench / f"{name}.bin").read_bytes(), packet,
+                              args.rounds)
         kcol = ratio = "-"
         if kernel:
             kcol, ratio = f"{kernel[1]:.1f}", f"{ns / max(kernel[1], 0.001):.2f}x"

@@ -158,6 +158,7 @@ static inline int vm_in_range(uint64_t start, uint64_t len, uint64_t addr, uint6
 
 /* Slow path: value memory of the program's maps that is not one of the
  * run's regions (maps past the region table, non-contiguous maps). */
+__attribute__((noinline, cold))
 static int vm_access_maps_ok(const vm_run *run, uint64_t addr, uint64_t size, int write) {
     uint32_t i;
     if (run->prog == NULL)
