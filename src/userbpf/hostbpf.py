@@ -528,8 +528,8 @@ def _load(code: bytes, prog_type: int, license: bytes, log_level: int, log_size:
     try:
         fd = sys_bpf(Cmd.PROG_LOAD, attr)
     except HostError as e:
-        e.log = log.value.decode(errors="replace") if log is not None else ""
-        raise
+        text = log.value.decode(errors="replace") if log is not None else ""
+        raise HostError(e.errno, Cmd.PROG_LOAD, text) from None
     return fd, (log.value.decode(errors="replace") if log is not None else "")
 
 
@@ -572,7 +572,7 @@ def prog_load(code: Code, prog_type: int, *, license: str = "GPL", log_level: in
                     size *= 4
                     continue
                 if not log_level and e.errno == _errno.ENOSPC:
-                    e.errno = first.errno
+                    raise HostError(first.errno, Cmd.PROG_LOAD, e.log) from None
                 raise
     return HostProg(fd, int(prog_type), log)
 
