@@ -286,7 +286,7 @@ class _Line:
     def is_number(self) -> bool:
         self.ws()
         r = self.rest()
-        if r[:1] in "+-":
+        if r[:1] and r[0] in "+-":
             r = r[1:].lstrip()
         return bool(_NUMBER.match(r))
 
@@ -295,7 +295,7 @@ class _Line:
         self.ws()
         start = self.pos
         sign = 1
-        if self.rest()[:1] in "+-":
+        if self.rest()[:1] and self.rest()[0] in "+-":
             sign = -1 if self.text[self.pos] == "-" else 1
             self.pos += 1
             self.ws()
@@ -360,7 +360,7 @@ def _k_off(p: _Line) -> int:
     if sign is None:
         return 0
     start = p.pos
-    v = p.number((-(1 << 16), 1 << 16), "offset")
+    v = p.number((-(1 << 64), 1 << 64), "offset")
     v = -v if sign == "-" else v
     if not _S16[0] <= v <= _S16[1]:
         raise p.error(f"offset {v} is out of range [-32768, 32767]", start)
@@ -435,6 +435,7 @@ def _k_lddw_rhs(p: _Line, dst: int) -> Optional[List[Insn]]:
 def _k_assign(p: _Line, letter: str, dst: int) -> List[Insn]:
     """Statements that start with a register: ALU, loads, fetch atomics, lddw."""
     cls = Class.ALU64 if letter == "r" else Class.ALU
+    p.ws()
     opcol = p.pos
     op = p.one_of(list(_KALU_BY_TEXT))
     if op is None:
@@ -487,10 +488,11 @@ def _k_assign(p: _Line, letter: str, dst: int) -> List[Insn]:
     if word is not None and not p.is_reg():
         m = re.fullmatch(r"(le|be|bswap)(\d+)", word)
         if m:
+            col = p.pos
             p.ident()
             width = int(m.group(2))
             if width not in _SWAP_WIDTHS:
-                raise p.error(f"byte swap width must be 16, 32 or 64, not {width}", opcol)
+                raise p.error(f"byte swap width must be 16, 32 or 64, not {width}", col)
             _, src = p.reg()
             if src != dst:
                 raise p.error("a byte swap must use one register (r1 = be16 r1)")
