@@ -26,3 +26,12 @@ def need(path: pathlib.Path) -> pathlib.Path:
     if not path.exists():
         pytest.skip(f"{path} is absent (the shared corpora live beside the repository)")
     return path
+
+
+@pytest.fixture(scope="session")
+def host():
+    """The live kernel's bpf() (userbpf.hostbpf) as an oracle; skips where not permitted."""
+    from userbpf import hostbpf
+    if not hostbpf.available():
+        pytest.skip(f"live bpf() not permitted here: {hostbpf.why_unavailable()}")
+    return hostbpf

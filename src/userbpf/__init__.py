@@ -13,10 +13,12 @@ from .errors import (AsmError, BudgetExceeded, CallDepthError, EncodingError,
 from .isa import Insn, decode, encode
 from ._vm import c_helper
 from .program import Program
+from .uapi import AttachType, Cmd, MapType, ProgType
+from .kernel import Kernel, bpf
 
 __all__ = [
     "AsmError", "BudgetExceeded", "c_helper", "CallDepthError", "EncodingError", "HelperError",
     "Insn", "MemoryAccessError", "Program", "ProgramError", "UserBPFError", "VMError",
-    "decode", "encode", "isa",
+    "decode", "encode", "isa", "Kernel", "bpf", "Cmd", "MapType", "ProgType", "AttachType",
 ]
 __version__ = "0.1.0"

@@ -1,0 +1,240 @@
+"""The simulated kernel: one process's view of bpf().
+
+``Kernel.bpf(cmd, **attr)`` takes the kernel's command and ``union bpf_attr``
+field names, validates them as the kernel does, and returns what the kernel
+returns (an fd, bytes for value-returning commands) or raises ``OSError``
+with the kernel's errno.
+
+>>> from userbpf.uapi import Cmd, MapType
+>>> k = Kernel(ncpus=2)
+>>> fd = k.bpf(Cmd.MAP_CREATE, map_type=MapType.HASH, key_size=4, value_size=8, max_entries=16)
+>>> k.bpf(Cmd.MAP_UPDATE_ELEM, map_fd=fd, key=b"\\1\\0\\0\\0", value=bytes(8), flags=0)
+0
+>>> k.bpf(Cmd.MAP_LOOKUP_ELEM, map_fd=fd, key=b"\\1\\0\\0\\0")
+b'\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00'
+"""
+from __future__ import annotations
+
+import errno
+import os
+import threading
+from typing import Any, Callable, Dict, Optional
+
+from ..uapi import Cmd, MapType
+from . import maps as _maps
+from .bpffs import BpfFs
+from .errors import bpf_error
+from .objects import FdTable, IdSpace
+
+# Fields each command reads, with their defaults (anything else: EINVAL,
+# as the kernel's CHECK_ATTR refuses non-zero bytes past a command's fields).
+ATTR_FIELDS: Dict[int, Dict[str, Any]] = {
+    Cmd.MAP_CREATE: dict(map_type=0, key_size=0, value_size=0, max_entries=0, map_flags=0,
+                         inner_map_fd=0, numa_node=0, map_name=b"", map_ifindex=0,
+                         btf_fd=0, btf_key_type_id=0, btf_value_type_id=0,
+                         btf_vmlinux_value_type_id=0, map_extra=0,
+                         value_type_btf_obj_fd=0, map_token_fd=0),
+    Cmd.MAP_LOOKUP_ELEM: dict(map_fd=None, key=None, flags=0),
+    Cmd.MAP_UPDATE_ELEM: dict(map_fd=None, key=None, value=None, flags=0),
+    Cmd.MAP_DELETE_ELEM: dict(map_fd=None, key=None, flags=0),
+    Cmd.MAP_GET_NEXT_KEY: dict(map_fd=None, key=None),
+    Cmd.MAP_LOOKUP_AND_DELETE_ELEM: dict(map_fd=None, key=None, flags=0),
+    Cmd.MAP_FREEZE: dict(map_fd=None),
+    Cmd.MAP_GET_NEXT_ID: dict(start_id=0, open_flags=0),
+    Cmd.MAP_GET_FD_BY_ID: dict(map_id=0, open_flags=0),
+    Cmd.OBJ_PIN: dict(pathname=None, bpf_fd=None, file_flags=0, path_fd=0),
+    Cmd.OBJ_GET: dict(pathname=None, bpf_fd=0, file_flags=0, path_fd=0),
+}
+
+BPF_F_RDONLY = _maps.BPF_F_RDONLY
+BPF_F_WRONLY = _maps.BPF_F_WRONLY
+
+
+class Kernel:
+    """An isolated simulated kernel: its own fds, ids, bpffs and CPUs."""
+
+    def __init__(self, ncpus: Optional[int] = None):
+        self.ncpus = int(ncpus or os.cpu_count() or 1)
+        if not 1 <= self.ncpus <= 1024:
+            raise ValueError("ncpus must be between 1 and 1024")
+        self.fds = FdTable()
+        self.map_ids = IdSpace()
+        self.fs = BpfFs()
+        self._lock = threading.RLock()
+        self._commands: Dict[int, Callable[..., Any]] = {
+            Cmd.MAP_CREATE: self._map_create,
+            Cmd.MAP_LOOKUP_ELEM: self._map_lookup_elem,
+            Cmd.MAP_UPDATE_ELEM: self._map_update_elem,
+            Cmd.MAP_DELETE_ELEM: self._map_delete_elem,
+            Cmd.MAP_GET_NEXT_KEY: self._map_get_next_key,
+            Cmd.MAP_LOOKUP_AND_DELETE_ELEM: self._map_lookup_and_delete_elem,
+            Cmd.MAP_FREEZE: self._map_freeze,
+            Cmd.MAP_GET_NEXT_ID: self._map_get_next_id,
+            Cmd.MAP_GET_FD_BY_ID: self._map_get_fd_by_id,
+            Cmd.OBJ_PIN: self._obj_pin,
+            Cmd.OBJ_GET: self._obj_get,
+        }
+
+    # -- the entry point -------------------------------------------------------
+    def bpf(self, cmd: int, **attr) -> Any:
+        """Run one bpf() command. Unknown commands fail with EINVAL."""
+        handler = self._commands.get(cmd)
+        if handler is None:
+            raise bpf_error(errno.EINVAL, f"unknown or unsupported bpf command {cmd}")
+        fields = ATTR_FIELDS[cmd]
+        extra = set(attr) - set(fields)
+        if extra:
+            raise bpf_error(errno.EINVAL, f"{Cmd(cmd).name} has no attr field "
+                                          f"{', '.join(sorted(extra))}")
+        full = dict(fields)
+        full.update(attr)
+        with self._lock:
+            return handler(full)
+
+    def close(self, fd: int) -> None:
+        """Close an fd (EBADF if it is not open)."""
+        with self._lock:
+            self.fds.close(fd)
+
+    # -- helpers ---------------------------------------------------------------
+    def _object(self, fd):
+        return self.fds.get(fd)
+
+    def _map(self, fd) -> _maps.BpfMap:
+        return self.fds.get(fd, _maps.BpfMap)
+
+    def _writable(self, fd, m: _maps.BpfMap) -> None:
+        if self.fds.modes.get(fd, 0) & BPF_F_RDONLY or m.frozen:
+            raise bpf_error(errno.EPERM, "map is frozen or the fd is read-only")
+
+    def _readable(self, fd) -> None:
+        if self.fds.modes.get(fd, 0) & BPF_F_WRONLY:
+            raise bpf_error(errno.EPERM, "the fd is write-only")
+
+    def _key(self, m: _maps.BpfMap, key):
+        """Keyless maps (QUEUE, STACK, BLOOM_FILTER) take key=None."""
+        if key is None and m.attr["key_size"] == 0:
+            return None
+        return self._bytes(key, "key")
+
+    @staticmethod
+    def _bytes(value, what: str) -> bytes:
+        if value is None:
+            raise bpf_error(errno.EFAULT, f"{what} is missing")
+        try:
+            return bytes(value)
+        except TypeError:
+            raise bpf_error(errno.EFAULT, f"{what} must be bytes-like") from None
+
+    # -- map commands ----------------------------------------------------------
+    def _map_create(self, a: dict) -> int:
+        for f in ("map_type", "key_size", "value_size", "max_entries", "map_flags"):
+            if not isinstance(a[f], int) or not 0 <= a[f] < 1 << 32:
+                raise bpf_error(errno.EINVAL, f"{f} must be a u32")
+        if a["map_flags"] & BPF_F_RDONLY and a["map_flags"] & BPF_F_WRONLY:
+            raise bpf_error(errno.EINVAL, "BPF_F_RDONLY with BPF_F_WRONLY")
+        if a["btf_vmlinux_value_type_id"]:
+            if a["map_type"] != MapType.STRUCT_OPS or a["btf_key_type_id"] or \
+                    a["btf_value_type_id"]:
+                raise bpf_error(errno.EINVAL, "btf_vmlinux_value_type_id is for STRUCT_OPS")
+        elif a["btf_key_type_id"] and not a["btf_value_type_id"]:
+            raise bpf_error(errno.EINVAL, "btf_key_type_id without btf_value_type_id")
+        if a["map_extra"] and a["map_type"] not in (MapType.BLOOM_FILTER, MapType.ARENA):
+            raise bpf_error(errno.EINVAL, "map_extra is for BLOOM_FILTER and ARENA only")
+        a["numa_node"] = a["numa_node"] if a["map_flags"] & _maps.BPF_F_NUMA_NODE \
+            else _maps.NUMA_NO_NODE
+        if a["numa_node"] != _maps.NUMA_NO_NODE and a["numa_node"] != 0:
+            raise bpf_error(errno.EINVAL, "numa_node is not an online node (one node here)")
+        obj = _maps.create(self.map_ids.new_id(), a, self.ncpus, self._object)
+        self.map_ids.add(obj)
+        obj.release = _chain(obj.release, lambda: self.map_ids.remove(obj))
+        return self.fds.install(obj, a["map_flags"] & (BPF_F_RDONLY | BPF_F_WRONLY))
+
+    def _map_lookup_elem(self, a: dict) -> bytes:
+        m = self._map(a["map_fd"])
+        self._readable(a["map_fd"])
+        if a["flags"] & ~_maps.BPF_F_LOCK:
+            raise bpf_error(errno.EINVAL, "invalid flags")
+        return m.lookup(self._key(m, a["key"]), a["flags"])
+
+    def _map_update_elem(self, a: dict) -> int:
+        m = self._map(a["map_fd"])
+        self._writable(a["map_fd"], m)
+        m.update(self._key(m, a["key"]), self._bytes(a["value"], "value"), a["flags"])
+        return 0
+
+    def _map_delete_elem(self, a: dict) -> int:
+        m = self._map(a["map_fd"])
+        self._writable(a["map_fd"], m)
+        m.delete(self._key(m, a["key"]))
+        return 0
+
+    def _map_get_next_key(self, a: dict) -> bytes:
+        m = self._map(a["map_fd"])
+        self._readable(a["map_fd"])
+        key = None if a["key"] is None else self._bytes(a["key"], "key")
+        return m.get_next_key(key)
+
+    def _map_lookup_and_delete_elem(self, a: dict) -> bytes:
+        m = self._map(a["map_fd"])
+        self._writable(a["map_fd"], m)
+        return m.lookup_and_delete(self._key(m, a["key"]), a["flags"])
+
+    def _map_freeze(self, a: dict) -> int:
+        m = self._map(a["map_fd"])
+        if m.frozen:
+            raise bpf_error(errno.EBUSY, "map is already frozen")
+        if self.fds.modes.get(a["map_fd"], 0) & BPF_F_RDONLY:
+            raise bpf_error(errno.EPERM, "the fd is read-only")
+        m.frozen = True
+        return 0
+
+    def _map_get_next_id(self, a: dict) -> int:
+        return self.map_ids.next_id(a["start_id"])
+
+    def _map_get_fd_by_id(self, a: dict) -> int:
+        if a["open_flags"] & ~(BPF_F_RDONLY | BPF_F_WRONLY):
+            raise bpf_error(errno.EINVAL, "invalid open_flags")
+        obj = self.map_ids.live.get(a["map_id"])
+        if obj is None:
+            raise bpf_error(errno.ENOENT, f"no map with id {a['map_id']}")
+        return self.fds.install(obj, a["open_flags"])
+
+    # -- bpffs -------------------------------------------------------------------
+    def _obj_pin(self, a: dict) -> int:
+        if a["file_flags"]:
+            raise bpf_error(errno.EINVAL, "OBJ_PIN takes no file_flags")
+        obj = self.fds.get(a["bpf_fd"])
+        self.fs.pin(a["pathname"], obj)
+        return 0
+
+    def _obj_get(self, a: dict) -> int:
+        flags = a["file_flags"]
+        if flags & ~(BPF_F_RDONLY | BPF_F_WRONLY) or (flags & BPF_F_RDONLY and flags & BPF_F_WRONLY):
+            raise bpf_error(errno.EINVAL, "invalid file_flags")
+        if a["bpf_fd"]:
+            raise bpf_error(errno.EINVAL, "OBJ_GET takes no bpf_fd")
+        return self.fds.install(self.fs.lookup(a["pathname"]), flags)
+
+
+def _chain(first: Callable[[], None], then: Callable[[], None]) -> Callable[[], None]:
+    def both() -> None:
+        first()
+        then()
+    return both
+
+
+_default: Optional[Kernel] = None
+
+
+def default_kernel() -> Kernel:
+    """The kernel behind the module-level :func:`userbpf.bpf`."""
+    global _default
+    if _default is None:
+        _default = Kernel()
+    return _default
+
+
+def bpf(cmd: int, **attr) -> Any:
+    """``bpf()`` on the default kernel. See :meth:`Kernel.bpf`."""
+    return default_kernel().bpf(cmd, **attr)
