@@ -227,6 +227,11 @@ class _Line:
         m = _IDENT.match(r) or _NUMBER.match(r)
         return repr(m.group(0) if m else r[0])
 
+    def here(self) -> int:
+        """Skip blanks; the position of the next token (for error columns)."""
+        self.ws()
+        return self.pos
+
     def at_end(self) -> bool:
         self.ws()
         return self.pos >= self.end
@@ -371,7 +376,7 @@ def _k_sized(p: _Line, allow_sx: bool = False) -> Tuple[Size, Mode]:
     """``*(u32 *)`` / ``(u32 *)`` type cast -> (size, MEM or MEMSX)."""
     p.expect("(", "'(' opening a type like (u32 *)")
     p.ws()
-    col = p.pos
+    col = p.here()
     name = p.ident("a type (u8, u16, u32, u64)")
     if name not in _KTYPES or (_KTYPES[name][1] == Mode.MEMSX and not allow_sx):
         raise p.error(f"expected a type (u8, u16, u32, u64), found {name!r}", col)
@@ -397,7 +402,7 @@ def _k_lddw_rhs(p: _Line, dst: int) -> Optional[List[Insn]]:
     if word == "map":
         p.ident()
         p.expect("[", "'[' after map")
-        col = p.pos
+        col = p.here()
         kind = p.ident("fd or idx")
         if kind not in ("fd", "idx"):
             raise p.error(f"expected fd or idx, found {kind!r}", col)
@@ -436,7 +441,7 @@ def _k_assign(p: _Line, letter: str, dst: int) -> List[Insn]:
     """Statements that start with a register: ALU, loads, fetch atomics, lddw."""
     cls = Class.ALU64 if letter == "r" else Class.ALU
     p.ws()
-    opcol = p.pos
+    opcol = p.here()
     op = p.one_of(list(_KALU_BY_TEXT))
     if op is None:
         p.ws()
@@ -488,7 +493,7 @@ def _k_assign(p: _Line, letter: str, dst: int) -> List[Insn]:
     if word is not None and not p.is_reg():
         m = re.fullmatch(r"(le|be|bswap)(\d+)", word)
         if m:
-            col = p.pos
+            col = p.here()
             p.ident()
             width = int(m.group(2))
             if width not in _SWAP_WIDTHS:
@@ -576,13 +581,13 @@ def _k_fetch(p: _Line, word: str, letter: str, dst: int) -> Optional[List[Insn]]
         raise p.error("atomic operations are 32 or 64 bits wide")
     p.expect(",")
     if op == AtomicOp.CMPXCHG:
-        col = p.pos
+        col = p.here()
         _, r = p.reg()
         if r != 0 or dst != 0:
             raise p.error("cmpxchg compares with r0 and returns into it: "
                           "r0 = cmpxchg_64(r10 -8, r0, r1)", col)
         p.expect(",")
-    col = p.pos
+    col = p.here()
     _, src = p.reg()
     if op != AtomicOp.CMPXCHG and src != dst:
         raise p.error("the fetched value returns into the operand register "
@@ -610,7 +615,7 @@ def _k_statement(p: _Line, word: Optional[str]) -> Optional[List[Insn]]:
         p.ident()
         letter, dst = p.reg()
         cls = Class.JMP if letter == "r" else Class.JMP32
-        col = p.pos
+        col = p.here()
         op = p.one_of(list(_KJMP_BY_TEXT))
         if op is None:
             raise p.error(f"expected a comparison (==, !=, >, s<, &, ...), found {p.found()}")
@@ -636,7 +641,7 @@ def _k_statement(p: _Line, word: Optional[str]) -> Optional[List[Insn]]:
         p.expect("*")
         size, _ = _k_sized(p)
         dst, off = _k_addr(p)
-        col = p.pos
+        col = p.here()
         op = p.one_of(list(_ATOMIC_RMW_BY_TEXT))
         if op is None:
             raise p.error(f"expected +=, |=, &= or ^=, found {p.found()}", col)
@@ -659,8 +664,9 @@ def _k_statement(p: _Line, word: Optional[str]) -> Optional[List[Insn]]:
 # --- shared statements: call, exit, .insn ---------------------------------------
 
 def _call(p: _Line) -> List[Insn]:
-    """``call N``, ``call NAME``, ``call pc+N``, ``call local LABEL|+N``,
-    ``call %rN`` (callx), ``call kfunc N``."""
+    """``call N`` / ``call NAME`` (helper, or a label of the program),
+    ``call pc+N`` and ``call local LABEL|+N`` (bpf-to-bpf), ``call %rN``
+    (callx), ``call kfunc N``."""
     if p.is_reg():
         _, reg = p.reg()
         return [isa.BPF_CALLX(reg)]
@@ -672,7 +678,7 @@ def _call(p: _Line) -> List[Insn]:
         p.ident()
         return [_insn(Class.JMP | JmpOp.CALL, 0, PseudoCall.KFUNC_CALL, 0,
                       p.number(_IMM32, "kfunc id"))]
-    if word == "pc" or p.peek("+") or p.peek("-"):
+    if word == "pc":                # a signed number is a helper id, not an offset
         return [isa.BPF_CALL_REL(p.target(0, "imm", 32))]
     if p.is_number():
         return [isa.BPF_EMIT_CALL(p.number(_IMM32, "helper id"))]
@@ -845,7 +851,7 @@ _LOCK_NAMES = {v: k for k, v in _LOCK_OPS.items()}
 
 
 def _m_lock(p: _Line) -> List[Insn]:
-    col = p.pos
+    col = p.here()
     name = p.ident("an atomic operation (add, or, and, xor, fetch ..., xchg, cmpxchg)")
     if name == "fetch":
         name = "fetch " + p.ident("add, or, and or xor")
