@@ -15,10 +15,12 @@ from ._vm import c_helper
 from .program import Program
 from .uapi import AttachType, Cmd, MapType, ProgType
 from .kernel import Kernel, bpf
+from .map import Map
+from .abi import bpf_attr
 
 __all__ = [
     "AsmError", "BudgetExceeded", "c_helper", "CallDepthError", "EncodingError", "HelperError",
     "Insn", "MemoryAccessError", "Program", "ProgramError", "UserBPFError", "VMError",
-    "decode", "encode", "isa", "Kernel", "bpf", "Cmd", "MapType", "ProgType", "AttachType",
+    "decode", "encode", "isa", "Kernel", "bpf", "Map", "bpf_attr", "Cmd", "MapType", "ProgType", "AttachType",
 ]
 __version__ = "0.1.0"

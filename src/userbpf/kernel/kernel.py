@@ -20,7 +20,9 @@ import os
 import threading
 from typing import Any, Callable, Dict, Optional
 
+from ..abi import bpf_attr, bpf_map_info
 from ..uapi import Cmd, MapType
+from . import from_ctypes
 from . import maps as _maps
 from .bpffs import BpfFs
 from .errors import bpf_error
@@ -44,6 +46,7 @@ ATTR_FIELDS: Dict[int, Dict[str, Any]] = {
     Cmd.MAP_GET_FD_BY_ID: dict(map_id=0, open_flags=0),
     Cmd.OBJ_PIN: dict(pathname=None, bpf_fd=None, file_flags=0, path_fd=0),
     Cmd.OBJ_GET: dict(pathname=None, bpf_fd=0, file_flags=0, path_fd=0),
+    Cmd.OBJ_GET_INFO_BY_FD: dict(bpf_fd=None, info_len=None),
 }
 
 BPF_F_RDONLY = _maps.BPF_F_RDONLY
@@ -73,14 +76,27 @@ class Kernel:
             Cmd.MAP_GET_FD_BY_ID: self._map_get_fd_by_id,
             Cmd.OBJ_PIN: self._obj_pin,
             Cmd.OBJ_GET: self._obj_get,
+            Cmd.OBJ_GET_INFO_BY_FD: self._obj_get_info_by_fd,
         }
 
     # -- the entry point -------------------------------------------------------
-    def bpf(self, cmd: int, **attr) -> Any:
-        """Run one bpf() command. Unknown commands fail with EINVAL."""
+    def bpf(self, cmd: int, attr: Optional[bpf_attr] = None, **fields_given) -> Any:
+        """Run one bpf() command. Unknown commands fail with EINVAL.
+
+        The attr is given as keywords (the kernel's field names, Python
+        values: bytes for keys and values, None for NULL) or as a ctypes
+        :class:`userbpf.abi.bpf_attr` whose pointers name the caller's
+        buffers; results then land in those buffers, as from the kernel.
+        """
         handler = self._commands.get(cmd)
         if handler is None:
             raise bpf_error(errno.EINVAL, f"unknown or unsupported bpf command {cmd}")
+        if attr is not None:
+            if fields_given:
+                raise TypeError("give the attr as a bpf_attr or as keywords, not both")
+            with self._lock:
+                return from_ctypes.call(self, cmd, attr)
+        attr = fields_given
         fields = ATTR_FIELDS[cmd]
         extra = set(attr) - set(fields)
         if extra:
@@ -199,6 +215,15 @@ class Kernel:
         if obj is None:
             raise bpf_error(errno.ENOENT, f"no map with id {a['map_id']}")
         return self.fds.install(obj, a["open_flags"])
+
+    def _obj_get_info_by_fd(self, a: dict) -> bpf_map_info:
+        """struct bpf_map_info for a map fd (programs and links come later)."""
+        m = self._map(a["bpf_fd"])
+        info = bpf_map_info(type=m.map_type, id=m.id, key_size=m.attr["key_size"],
+                            value_size=m.attr["value_size"],
+                            max_entries=m.attr["max_entries"], map_flags=m.attr["map_flags"],
+                            name=m.name, map_extra=m.attr["map_extra"])
+        return info
 
     # -- bpffs -------------------------------------------------------------------
     def _obj_pin(self, a: dict) -> int:

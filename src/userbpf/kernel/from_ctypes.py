@@ -1,0 +1,149 @@
+"""bpf() with a ctypes ``union bpf_attr``: read the caller's buffers the
+pointers name, run the command, write results back as the kernel does
+(values to ``attr.value``, next keys to ``attr.next_key``, ids into the
+attr, info structs to ``attr.info.info`` with ``info_len`` updated).
+
+A NULL pointer where the command needs one gives EFAULT, as copy_from_user
+does; bytes past what a command reads must be zero (EINVAL), as the
+kernel's CHECK_ATTR demands.
+"""
+from __future__ import annotations
+
+import ctypes
+import errno
+from typing import Any, Callable, Dict
+
+from .. import abi
+from ..uapi import Cmd
+from .errors import bpf_error
+
+# Bytes of the union each command reads (offsetofend of its last field).
+_CREATE = abi._MapCreate
+_USED: Dict[int, int] = {
+    Cmd.MAP_CREATE: ctypes.sizeof(_CREATE),
+    Cmd.MAP_LOOKUP_ELEM: ctypes.sizeof(abi._MapElem),
+    Cmd.MAP_UPDATE_ELEM: ctypes.sizeof(abi._MapElem),
+    Cmd.MAP_DELETE_ELEM: ctypes.sizeof(abi._MapElem),
+    Cmd.MAP_GET_NEXT_KEY: ctypes.sizeof(abi._MapElem),
+    Cmd.MAP_LOOKUP_AND_DELETE_ELEM: ctypes.sizeof(abi._MapElem),
+    Cmd.MAP_FREEZE: 4,
+    Cmd.MAP_GET_NEXT_ID: 8,
+    Cmd.MAP_GET_FD_BY_ID: 12,
+    Cmd.OBJ_PIN: ctypes.sizeof(abi._Obj),
+    Cmd.OBJ_GET: ctypes.sizeof(abi._Obj),
+    Cmd.OBJ_GET_INFO_BY_FD: ctypes.sizeof(abi._Info),
+}
+
+
+def _need(addr: int, what: str) -> int:
+    if not addr:
+        raise bpf_error(errno.EFAULT, f"{what} is NULL")
+    return addr
+
+
+def _value_size(k, fd) -> int:
+    m = k._map(fd)
+    if m.core is not None:
+        return m.core.sys_value_size
+    return m.attr["value_size"]
+
+
+def _key(k, fd, addr):
+    ks = k._map(fd).attr["key_size"]
+    if ks == 0:
+        return None
+    return abi.read(_need(addr, "key"), ks)
+
+
+def _map_create(k, a):
+    f = abi.fields(a._create)
+    f["map_name"] = bytes(a._create.map_name)
+    return k.bpf(Cmd.MAP_CREATE, **f)
+
+
+def _lookup(k, a):
+    value = k.bpf(Cmd.MAP_LOOKUP_ELEM, map_fd=a.map_fd, key=_key(k, a.map_fd, a.key),
+                  flags=a.flags)
+    abi.write(_need(a.value, "value"), value)
+    return 0
+
+
+def _update(k, a):
+    value = abi.read(_need(a.value, "value"), _value_size(k, a.map_fd))
+    return k.bpf(Cmd.MAP_UPDATE_ELEM, map_fd=a.map_fd, key=_key(k, a.map_fd, a.key),
+                 value=value, flags=a.flags)
+
+
+def _delete(k, a):
+    return k.bpf(Cmd.MAP_DELETE_ELEM, map_fd=a.map_fd, key=_key(k, a.map_fd, a.key),
+                 flags=a.flags)
+
+
+def _next_key(k, a):
+    key = _key(k, a.map_fd, a.key) if a.key else None
+    nxt = k.bpf(Cmd.MAP_GET_NEXT_KEY, map_fd=a.map_fd, key=key)
+    abi.write(_need(a.next_key, "next_key"), nxt)
+    return 0
+
+
+def _lookup_and_delete(k, a):
+    value = k.bpf(Cmd.MAP_LOOKUP_AND_DELETE_ELEM, map_fd=a.map_fd,
+                  key=_key(k, a.map_fd, a.key), flags=a.flags)
+    abi.write(_need(a.value, "value"), value)
+    return 0
+
+
+def _next_id(k, a):
+    a.next_id = k.bpf(Cmd.MAP_GET_NEXT_ID, start_id=a.start_id)
+    return 0
+
+
+def _obj(cmd):
+    def run(k, a):
+        return k.bpf(cmd, pathname=abi.c_string(_need(a.pathname, "pathname")),
+                     bpf_fd=a.bpf_fd, file_flags=a.file_flags, path_fd=a.path_fd)
+    return run
+
+
+def _info(k, a):
+    info = k.bpf(Cmd.OBJ_GET_INFO_BY_FD, bpf_fd=a.info.bpf_fd)
+    size = ctypes.sizeof(info)
+    n = a.info.info_len
+    if n > size:        # the caller's struct is newer: its tail must be zero
+        tail = abi.read(_need(a.info.info, "info"), n)[size:]
+        if any(tail):
+            raise bpf_error(errno.E2BIG, "info has non-zero bytes past struct bpf_map_info")
+        n = size
+    abi.write(_need(a.info.info, "info"), bytes(info)[:n])
+    a.info.info_len = n
+    return 0
+
+
+CONVERTERS: Dict[int, Callable[[Any, abi.bpf_attr], Any]] = {
+    Cmd.MAP_CREATE: _map_create,
+    Cmd.MAP_LOOKUP_ELEM: _lookup,
+    Cmd.MAP_UPDATE_ELEM: _update,
+    Cmd.MAP_DELETE_ELEM: _delete,
+    Cmd.MAP_GET_NEXT_KEY: _next_key,
+    Cmd.MAP_LOOKUP_AND_DELETE_ELEM: _lookup_and_delete,
+    Cmd.MAP_FREEZE: lambda k, a: k.bpf(Cmd.MAP_FREEZE, map_fd=a.map_fd),
+    Cmd.MAP_GET_NEXT_ID: _next_id,
+    Cmd.MAP_GET_FD_BY_ID: lambda k, a: k.bpf(Cmd.MAP_GET_FD_BY_ID, map_id=a.map_id,
+                                             open_flags=a.open_flags),
+    Cmd.OBJ_PIN: _obj(Cmd.OBJ_PIN),
+    Cmd.OBJ_GET: _obj(Cmd.OBJ_GET),
+    Cmd.OBJ_GET_INFO_BY_FD: _info,
+}
+
+
+def call(k, cmd: int, attr: abi.bpf_attr) -> Any:
+    """Kernel.bpf for a ctypes attr: CHECK_ATTR, convert, run, write back."""
+    if not isinstance(attr, abi.bpf_attr):
+        raise TypeError("attr must be a userbpf.abi.bpf_attr")
+    convert = CONVERTERS.get(cmd)
+    if convert is None:
+        raise bpf_error(errno.EINVAL, f"bpf command {cmd} does not take a ctypes attr yet")
+    used = _USED[cmd]
+    if any(bytes(attr)[used:]):
+        raise bpf_error(errno.EINVAL, f"non-zero attr bytes past {Cmd(cmd).name}'s fields")
+    return convert(k, attr)

@@ -1,0 +1,270 @@
+"""The Pythonic face of a map: a dict-like :class:`Map` over ``bpf()``.
+
+Keys and values go in as bytes, ints (little-endian, the map's size) or
+ctypes structures, and come out as bytes, or as the ctypes type / int the
+map was told (``key_type=``, ``value_type=``). Per-CPU maps take and give a
+list with one value per simulated CPU. Every call is one ``bpf()`` command
+on the map's kernel, so errors carry the kernel's errno.
+
+>>> from userbpf import Map, MapType
+>>> m = Map(MapType.HASH, key_size=4, value_size=8, max_entries=16, value_type=int)
+>>> m[1] = 42
+>>> m[1], len(m), 2 in m
+(42, 1, False)
+"""
+from __future__ import annotations
+
+import ctypes
+import errno
+from typing import Any, Iterator, List, Optional, Union
+
+from .kernel import Kernel, default_kernel
+from .uapi import Cmd, MapType
+
+PERCPU_TYPES = frozenset({MapType.PERCPU_HASH, MapType.PERCPU_ARRAY,
+                          MapType.LRU_PERCPU_HASH, MapType.PERCPU_CGROUP_STORAGE})
+BPF_ANY, BPF_NOEXIST, BPF_EXIST = 0, 1, 2
+
+Convertible = Union[bytes, bytearray, memoryview, int, ctypes.Structure, ctypes.Array]
+
+
+def to_bytes(value: Convertible, size: int, what: str = "value") -> bytes:
+    """bytes for the kernel: ints are little-endian unsigned (or signed if < 0)."""
+    if isinstance(value, bool):
+        value = int(value)
+    if isinstance(value, int):
+        try:
+            return value.to_bytes(size, "little", signed=value < 0)
+        except OverflowError:
+            raise ValueError(f"{what} {value} does not fit in {size} bytes") from None
+    if isinstance(value, (ctypes.Structure, ctypes.Union, ctypes.Array, ctypes._SimpleCData)):
+        return bytes(memoryview(value).cast("B"))
+    return bytes(value)
+
+
+def from_bytes(data: bytes, kind: Optional[type]):
+    if kind is None or kind is bytes:
+        return data
+    if kind is int:
+        return int.from_bytes(data, "little")
+    return kind.from_buffer_copy(data)
+
+
+class Map:
+    """A map in a simulated kernel, used like a dict.
+
+    ``Map(map_type, key_size, value_size, max_entries, map_flags=0, ...)``
+    creates one (MAP_CREATE); :meth:`Map.from_fd` wraps an existing fd.
+    ``m[key]`` raises KeyError for a missing key; ``m.lookup(key)`` raises
+    the kernel's OSError instead.
+    """
+
+    def __init__(self, map_type: int, key_size: int, value_size: int, max_entries: int,
+                 map_flags: int = 0, *, name: Union[str, bytes] = b"",
+                 kernel: Optional[Kernel] = None, key_type: Optional[type] = None,
+                 value_type: Optional[type] = None, inner_map: Optional["Map"] = None,
+                 map_extra: int = 0, fd: Optional[int] = None):
+        self.kernel = kernel or default_kernel()
+        if fd is None:
+            extra = {"inner_map_fd": inner_map.fd} if inner_map is not None else {}
+            fd = self.kernel.bpf(Cmd.MAP_CREATE, map_type=map_type, key_size=key_size,
+                                 value_size=value_size, max_entries=max_entries,
+                                 map_flags=map_flags, map_extra=map_extra,
+                                 map_name=name.encode() if isinstance(name, str) else name,
+                                 **extra)
+        self.fd = fd
+        self.map_type = MapType(map_type)
+        self.key_size, self.value_size = key_size, value_size
+        self.max_entries, self.map_flags = max_entries, map_flags
+        self.key_type, self.value_type = key_type, value_type
+
+    @classmethod
+    def from_fd(cls, fd: int, kernel: Optional[Kernel] = None, **types) -> "Map":
+        """Wrap an open map fd (e.g. from OBJ_GET or MAP_GET_FD_BY_ID)."""
+        kernel = kernel or default_kernel()
+        info = kernel.bpf(Cmd.OBJ_GET_INFO_BY_FD, bpf_fd=fd)
+        return cls(info.type, info.key_size, info.value_size, info.max_entries,
+                   info.map_flags, kernel=kernel, fd=fd, **types)
+
+    @classmethod
+    def pinned(cls, path: str, kernel: Optional[Kernel] = None, **types) -> "Map":
+        """Open a map pinned at ``path`` (OBJ_GET)."""
+        kernel = kernel or default_kernel()
+        return cls.from_fd(kernel.bpf(Cmd.OBJ_GET, pathname=path), kernel, **types)
+
+    # -- conversions -------------------------------------------------------------
+    @property
+    def percpu(self) -> bool:
+        return self.map_type in PERCPU_TYPES
+
+    @property
+    def ncpus(self) -> int:
+        return self.kernel.ncpus
+
+    def _k(self, key) -> Optional[bytes]:
+        if self.key_size == 0:
+            return None
+        return to_bytes(key, self.key_size, "key")
+
+    def _v(self, value) -> bytes:
+        if not self.percpu:
+            return to_bytes(value, self.value_size)
+        stride = (self.value_size + 7) & ~7
+        if not isinstance(value, (list, tuple)):
+            value = [value] * self.ncpus      # the same value on every CPU
+        if len(value) != self.ncpus:
+            raise ValueError(f"a per-CPU value needs {self.ncpus} entries, got {len(value)}")
+        return b"".join(to_bytes(v, self.value_size).ljust(stride, b"\0") for v in value)
+
+    def _out_v(self, data: bytes):
+        if not self.percpu:
+            return from_bytes(data, self.value_type)
+        stride = (self.value_size + 7) & ~7
+        return [from_bytes(data[i * stride:i * stride + self.value_size], self.value_type)
+                for i in range(self.ncpus)]
+
+    # -- the bpf() commands ----------------------------------------------------
+    def lookup(self, key=None, flags: int = 0):
+        """MAP_LOOKUP_ELEM (OSError with ENOENT for a missing key)."""
+        return self._out_v(self.kernel.bpf(Cmd.MAP_LOOKUP_ELEM, map_fd=self.fd,
+                                           key=self._k(key), flags=flags))
+
+    def update(self, key, value, flags: int = BPF_ANY) -> None:
+        """MAP_UPDATE_ELEM with BPF_ANY / BPF_NOEXIST / BPF_EXIST (| BPF_F_LOCK)."""
+        self.kernel.bpf(Cmd.MAP_UPDATE_ELEM, map_fd=self.fd, key=self._k(key),
+                        value=self._v(value), flags=flags)
+
+    def delete(self, key) -> None:
+        self.kernel.bpf(Cmd.MAP_DELETE_ELEM, map_fd=self.fd, key=self._k(key))
+
+    def lookup_and_delete(self, key=None, flags: int = 0):
+        return self._out_v(self.kernel.bpf(Cmd.MAP_LOOKUP_AND_DELETE_ELEM, map_fd=self.fd,
+                                           key=self._k(key), flags=flags))
+
+    def next_key(self, key=None):
+        """MAP_GET_NEXT_KEY: the key after ``key`` (the first for None)."""
+        nxt = self.kernel.bpf(Cmd.MAP_GET_NEXT_KEY, map_fd=self.fd,
+                              key=None if key is None else self._k(key))
+        return from_bytes(nxt, self.key_type)
+
+    # queue / stack / bloom filter spelling
+    def push(self, value, flags: int = BPF_ANY) -> None:
+        self.update(None, value, flags)
+
+    def pop(self):
+        return self.lookup_and_delete(None)
+
+    def peek(self):
+        return self.lookup(None)
+
+    def freeze(self) -> None:
+        self.kernel.bpf(Cmd.MAP_FREEZE, map_fd=self.fd)
+
+    def pin(self, path: str) -> None:
+        """OBJ_PIN under /sys/fs/bpf of this map's kernel."""
+        self.kernel.bpf(Cmd.OBJ_PIN, pathname=path, bpf_fd=self.fd)
+
+    @property
+    def info(self):
+        """struct bpf_map_info (OBJ_GET_INFO_BY_FD)."""
+        return self.kernel.bpf(Cmd.OBJ_GET_INFO_BY_FD, bpf_fd=self.fd)
+
+    @property
+    def id(self) -> int:
+        return self.info.id
+
+    def close(self) -> None:
+        if self.fd is not None:
+            self.kernel.close(self.fd)
+            self.fd = None
+
+    def __enter__(self) -> "Map":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- dict protocol -----------------------------------------------------------
+    def __getitem__(self, key):
+        try:
+            return self.lookup(key)
+        except OSError as e:
+            if e.errno == errno.ENOENT:
+                raise KeyError(key) from None
+            raise
+
+    def get(self, key, default=None):
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
+    def __setitem__(self, key, value) -> None:
+        self.update(key, value, BPF_ANY)
+
+    def __delitem__(self, key) -> None:
+        try:
+            self.delete(key)
+        except OSError as e:
+            if e.errno == errno.ENOENT:
+                raise KeyError(key) from None
+            raise
+
+    def __contains__(self, key) -> bool:
+        try:
+            self.lookup(key)
+        except OSError as e:
+            if e.errno == errno.ENOENT:
+                return False
+            raise
+        return True
+
+    def _raw_keys(self) -> Iterator[bytes]:
+        key = None
+        while True:
+            try:
+                key = self.kernel.bpf(Cmd.MAP_GET_NEXT_KEY, map_fd=self.fd, key=key)
+            except OSError as e:
+                if e.errno == errno.ENOENT:
+                    return
+                raise
+            yield key
+
+    def __iter__(self) -> Iterator[Any]:
+        """Keys in get_next_key order (arrays: every index)."""
+        return (from_bytes(k, self.key_type) for k in list(self._raw_keys()))
+
+    def keys(self) -> List[Any]:
+        return list(self)
+
+    def items(self) -> List[tuple]:
+        out = []
+        for k in list(self._raw_keys()):
+            try:
+                v = self._out_v(self.kernel.bpf(Cmd.MAP_LOOKUP_ELEM, map_fd=self.fd, key=k))
+            except OSError as e:
+                if e.errno == errno.ENOENT:     # deleted meanwhile
+                    continue
+                raise
+            out.append((from_bytes(k, self.key_type), v))
+        return out
+
+    def values(self) -> List[Any]:
+        return [v for _, v in self.items()]
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self._raw_keys())
+
+    def clear(self) -> None:
+        """Delete every key (arrays cannot delete: their values are zeroed)."""
+        zero = self._v(bytes(self.value_size) if not self.percpu else
+                       [bytes(self.value_size)] * self.ncpus)
+        for k in list(self._raw_keys()):
+            if self.map_type in (MapType.ARRAY, MapType.PERCPU_ARRAY):
+                self.kernel.bpf(Cmd.MAP_UPDATE_ELEM, map_fd=self.fd, key=k, value=zero)
+            else:
+                self.kernel.bpf(Cmd.MAP_DELETE_ELEM, map_fd=self.fd, key=k)
+
+    def __repr__(self) -> str:
+        return (f"<Map {self.map_type.name} fd={self.fd} key_size={self.key_size} "
+                f"value_size={self.value_size} max_entries={self.max_entries}>")

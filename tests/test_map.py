@@ -1,0 +1,138 @@
+"""userbpf.Map: the dict-like layer over bpf()."""
+from __future__ import annotations
+
+import ctypes
+import errno
+
+import pytest
+
+from userbpf import Cmd, Kernel, Map, MapType
+
+
+class Pair(ctypes.Structure):
+    _fields_ = [("a", ctypes.c_uint32), ("b", ctypes.c_uint32)]
+
+
+@pytest.fixture
+def k():
+    return Kernel(ncpus=3)
+
+
+def test_dict_protocol_on_a_hash(k):
+    m = Map(MapType.HASH, 4, 8, 4, kernel=k, key_type=int, value_type=int)
+    m[1] = 10
+    m[2] = 20
+    m[(1 << 32) - 1] = 7
+    assert (m[1], m[2], len(m), 3 in m, m.get(3, "none")) == (10, 20, 3, False, "none")
+    assert sorted(m) == [1, 2, (1 << 32) - 1]
+    assert sorted(m.items()) == [(1, 10), (2, 20), ((1 << 32) - 1, 7)]
+    del m[2]
+    with pytest.raises(KeyError):
+        m[2]
+    with pytest.raises(KeyError):
+        del m[2]
+    m.clear()
+    assert len(m) == 0 and m.items() == []
+
+
+def test_flags_and_errnos(k):
+    m = Map(MapType.HASH, 4, 8, 2, kernel=k, value_type=int)
+    m.update(1, 5, flags=1)                       # BPF_NOEXIST
+    with pytest.raises(FileExistsError) as e:
+        m.update(1, 6, flags=1)
+    assert e.value.errno == errno.EEXIST and m[1] == 5
+    with pytest.raises(FileNotFoundError):
+        m.update(9, 6, flags=2)                   # BPF_EXIST on a missing key
+    m[2] = 1
+    with pytest.raises(OSError) as e:
+        m[3] = 1                                  # full
+    assert e.value.errno == errno.E2BIG and sorted(m.items(), key=lambda kv: kv[1]) == [
+        (b"\2\0\0\0", 1), (b"\1\0\0\0", 5)]
+    with pytest.raises(ValueError):
+        m[1 << 32] = 1                            # key does not fit in 4 bytes
+
+
+def test_ctypes_keys_and_values(k):
+    m = Map(MapType.HASH, 8, 8, 4, kernel=k, key_type=Pair, value_type=Pair)
+    m[Pair(1, 2)] = Pair(3, 4)
+    got = m[Pair(1, 2)]
+    assert (got.a, got.b) == (3, 4)
+    (key,) = list(m)
+    assert (key.a, key.b) == (1, 2)
+
+
+def test_array_iterates_every_index_and_clear_zeroes(k):
+    m = Map(MapType.ARRAY, 4, 4, 3, kernel=k, key_type=int, value_type=int)
+    m[1] = 9
+    assert list(m) == [0, 1, 2] and m.values() == [0, 9, 0]
+    with pytest.raises(OSError) as e:
+        del m[1]
+    assert e.value.errno == errno.EINVAL
+    m.clear()
+    assert m.values() == [0, 0, 0]
+
+
+def test_percpu_values_are_lists(k):
+    m = Map(MapType.PERCPU_ARRAY, 4, 4, 2, kernel=k, value_type=int)
+    m[0] = [1, 2, 3]
+    assert m[0] == [1, 2, 3] and m[1] == [0, 0, 0]
+    m[1] = 7                                       # one value for every CPU
+    assert m[1] == [7, 7, 7]
+    raw = k.bpf(Cmd.MAP_LOOKUP_ELEM, map_fd=m.fd, key=(0).to_bytes(4, "little"))
+    assert raw == b"".join(v.to_bytes(8, "little") for v in (1, 2, 3))   # rounded to 8
+    with pytest.raises(ValueError):
+        m[0] = [1, 2]
+
+
+def test_pin_reopen_and_from_fd(k):
+    m = Map(MapType.HASH, 4, 4, 4, kernel=k, name="counts", value_type=int)
+    m[1] = 2
+    m.pin("/sys/fs/bpf/counts")
+    m.close()
+    again = Map.pinned("/sys/fs/bpf/counts", kernel=k, value_type=int)
+    assert again[1] == 2 and again.info.name == b"counts"
+    assert again.map_type == MapType.HASH and again.max_entries == 4
+    with pytest.raises(FileExistsError):
+        again.pin("/sys/fs/bpf/counts")
+
+
+def test_context_manager_closes_and_map_dies(k):
+    with Map(MapType.ARRAY, 4, 4, 1, kernel=k) as m:
+        map_id = m.id
+        assert map_id in k.map_ids.live
+    assert m.fd is None and map_id not in k.map_ids.live
+
+
+def test_freeze(k):
+    m = Map(MapType.ARRAY, 4, 4, 1, kernel=k, value_type=int)
+    m[0] = 1
+    m.freeze()
+    with pytest.raises(PermissionError):
+        m[0] = 2
+    assert m[0] == 1
+
+
+def test_maps_of_maps(k):
+    inner = Map(MapType.ARRAY, 4, 8, 2, kernel=k)
+    outer = Map(MapType.ARRAY_OF_MAPS, 4, 4, 2, kernel=k, inner_map=inner, value_type=int)
+    outer[0] = inner.fd
+    assert outer[0] == inner.id
+    other = Map(MapType.ARRAY, 4, 8, 3, kernel=k)       # other max_entries: no match
+    with pytest.raises(OSError) as e:
+        outer[1] = other.fd
+    assert e.value.errno == errno.EINVAL and 1 not in outer
+    inner_id = inner.id
+    inner.close()
+    assert inner_id in k.map_ids.live                   # the outer map holds it
+    del outer[0]
+    assert inner_id not in k.map_ids.live
+
+
+def test_default_kernel_is_shared():
+    import userbpf
+    m = Map(MapType.ARRAY, 4, 4, 1)
+    try:
+        assert m.kernel is userbpf.kernel.default_kernel()
+        assert userbpf.bpf(Cmd.MAP_LOOKUP_ELEM, map_fd=m.fd, key=bytes(4)) == bytes(4)
+    finally:
+        m.close()
