@@ -580,3 +580,24 @@ def test_any_bytes_round_trip(data):
 @given(st.lists(st.binary(min_size=8, max_size=8), max_size=10).map(b"".join))
 def test_any_bytes_round_trip_long(data):
     _check_any_bytes(data)
+
+
+def test_builtin_helper_table_when_uapi_is_missing(monkeypatch):
+    """Without userbpf.uapi the assembler falls back to a short built-in
+    table, which must agree with the full one."""
+    import sys
+    import userbpf
+    full = asm._helper_table()
+    monkeypatch.setitem(sys.modules, "userbpf.uapi", None)     # import now fails
+    monkeypatch.delattr(userbpf, "uapi", raising=False)
+    short = asm._helper_table()
+    assert short == asm._FALLBACK_HELPERS
+    assert len(full) > len(short)
+    assert all(full[name] == hid for name, hid in short.items())
+
+
+def test_programs_name_the_faulting_instruction_in_kernel_syntax():
+    import userbpf
+    with pytest.raises(userbpf.MemoryAccessError) as e:
+        userbpf.Program("r0 = *(u64 *)(r1 + 64)\nexit").run(bytearray(8))
+    assert str(e.value).startswith("pc 0 (r0 = *(u64 *)(r1 +64)): invalid read of 8 bytes")
