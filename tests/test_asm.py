@@ -11,7 +11,7 @@ from conftest import CONFORMANCE_JSON, conformance_files, need
 from userbpf import asm, datafile, isa
 from userbpf.errors import AsmError, EncodingError
 from userbpf.isa import *  # noqa: F401,F403  (linux/filter.h names)
-from userbpf.isa import AluOp, AtomicOp, Class, Insn, JmpOp, Mode, Pseudo, Size, Source
+from userbpf.isa import AluOp, AtomicOp, Class, Insn, JmpOp, Pseudo, Size, Source
 
 FILES = conformance_files()
 
@@ -601,3 +601,9 @@ def test_programs_name_the_faulting_instruction_in_kernel_syntax():
     with pytest.raises(userbpf.MemoryAccessError) as e:
         userbpf.Program("r0 = *(u64 *)(r1 + 64)\nexit").run(bytearray(8))
     assert str(e.value).startswith("pc 0 (r0 = *(u64 *)(r1 +64)): invalid read of 8 bytes")
+
+
+def test_docstring_examples():
+    import doctest
+    result = doctest.testmod(asm)
+    assert result.attempted >= 7 and result.failed == 0

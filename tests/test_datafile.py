@@ -70,12 +70,16 @@ def test_c_section_keeps_preprocessor_lines_and_notes():
     ("-- result\n0x1\n", "x.data:1: no '-- asm' section"),
     ("-- asm\nexit\n-- mem\n00 1\n", "x.data:4: expected a hex byte like 'a0', found '1'"),
     ("-- asm\nexit\n-- mem\n00 zz\n", "x.data:4: expected a hex byte like 'a0', found 'zz'"),
-    ("-- asm\nexit\n-- result\nbanana\n", "x.data:4: expected a hex result like 0x3, found 'banana'"),
+    ("-- asm\nexit\n-- result\nbanana\n",
+     "x.data:4: expected a hex result like 0x3, found 'banana'"),
     ("-- asm\nexit\n-- result\n0x1\n0x2\n",
      "x.data:3: the result section must hold exactly one line, found 2"),
-    ("-- asm\nexit\n-- result\n\n", "x.data:3: the result section must hold exactly one line, found 0"),
-    ("-- asm\nexit\n-- result\n0x10000000000000000\n", "x.data:4: result 0x10000000000000000 does not fit"),
-    ("-- asm\nexit\n-- result\n0x1\n-- error\noops\n", "x.data:5: a test has a result or an error, not both"),
+    ("-- asm\nexit\n-- result\n\n",
+     "x.data:3: the result section must hold exactly one line, found 0"),
+    ("-- asm\nexit\n-- result\n0x10000000000000000\n",
+     "x.data:4: result 0x10000000000000000 does not fit"),
+    ("-- asm\nexit\n-- result\n0x1\n-- error\noops\n",
+     "x.data:5: a test has a result or an error, not both"),
     ("-- asm\nexit\n-- error\n\n", "x.data:3: empty error section"),
     ("-- asm\nexit\n-- raw\n0x95 0x00\n", "x.data:4: expected a 64-bit instruction in hex"),
 ])
@@ -112,3 +116,9 @@ def test_corpus_raw_section():
     d = datafile.load(need(CONFORMANCE_DIR / "lddw.data"))
     assert d.raw.hex() == "1800000088776655" "0000000044332211" "9500000000000000"
     assert d.result == 0x1122334455667788
+
+
+def test_docstring_examples():
+    import doctest
+    result = doctest.testmod(datafile)
+    assert result.attempted >= 3 and result.failed == 0

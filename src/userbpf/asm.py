@@ -1033,7 +1033,7 @@ class _Fmt:
         return f"(r{reg} {off:+d})" if self.kernel else f"[%r{reg}{off:+d}]"
 
 
-def _jump_target(insns, idx, rel, label_of) -> str:
+def _jump_target(idx: int, rel: int, label_of) -> str:
     name = label_of(idx + 1 + rel) if label_of else None
     return name if name else _rel(rel)
 
@@ -1090,12 +1090,12 @@ def _format(insns: Sequence[Insn], idx: int, f: _Fmt, label_of) -> Optional[str]
             return "exit"
         if op == JmpOp.JA:
             if cls == Class.JMP32:
-                t = _jump_target(insns, idx, x.imm, label_of)
+                t = _jump_target(idx, x.imm, label_of)
                 return f"gotol {t}" if f.kernel else f"ja32 {t}"
-            t = _jump_target(insns, idx, x.off, label_of)
+            t = _jump_target(idx, x.off, label_of)
             return f"goto {t}" if f.kernel else f"ja {t}"
         if op == JmpOp.JCOND:
-            return f"may_goto {_jump_target(insns, idx, x.off, label_of)}"
+            return f"may_goto {_jump_target(idx, x.off, label_of)}"
         if op == JmpOp.CALL:
             if isa.BPF_SRC(code) == Source.X:
                 return f"callx r{x.dst}" if f.kernel else f"call %r{x.dst}"
@@ -1109,7 +1109,7 @@ def _format(insns: Sequence[Insn], idx: int, f: _Fmt, label_of) -> Optional[str]
             name = helper_name(x.imm) if f.kernel else None
             return f"call {name or x.imm}"
         letter, sfx = ("r", "") if cls == Class.JMP else ("w", "32")
-        t = _jump_target(insns, idx, x.off, label_of)
+        t = _jump_target(idx, x.off, label_of)
         is_x = isa.BPF_SRC(code) == Source.X
         if f.kernel:
             operand = f"{letter}{x.src}" if is_x else f"{x.imm & 0xffffffff:#x}"
