@@ -82,7 +82,8 @@ def test_flatten_refuses_non_instructions():
     ([BPF_RAW_INSN(0xd4, 1, 0, 0, 8)], 0, "BPF_END uses reserved fields"),
     ([BPF_RAW_INSN(0xbf, 1, 2, 7, 0)], 0, "BPF_MOV uses reserved fields"),
     ([BPF_RAW_INSN(0xbc, 1, 2, 32, 0)], 0, "BPF_MOV uses reserved fields"),  # movsx32 is 64-bit only
-    ([BPF_RAW_INSN(0xf7, 1, 0, 0, 0)], 0, "invalid BPF_ALU opcode f0"),
+    ([BPF_RAW_INSN(0xf7, 1, 0, 0, 0)], 0, "unknown opcode f7"),
+    ([BPF_RAW_INSN(0xdf, 1, 0, 0, 16)], 0, "unknown opcode df"),
     ([BPF_RAW_INSN(0x79, 1, 2, 0, 1)], 0, "BPF_LDX uses reserved fields"),
     ([BPF_RAW_INSN(0x62, 1, 2, 0, 1)], 0, "BPF_ST uses reserved fields"),
     ([BPF_RAW_INSN(0x63, 1, 2, 0, 1)], 0, "BPF_STX uses reserved fields"),

@@ -340,10 +340,11 @@ def check_fields(insns: Sequence[Insn], idx: int) -> Optional[str]:
         return f"invalid register (dst={x.dst} src={x.src})"
     if cls in (Class.ALU, Class.ALU64):
         op, src = BPF_OP(code), BPF_SRC(code)
-        if op not in ALU_OPS:
-            return f"invalid BPF_ALU opcode {op:x}"
+        # opcodes missing from the kernel's instruction table (bpf_opcode_in_insntable)
+        if op not in ALU_OPS or (op == AluOp.END and cls == Class.ALU64 and src):
+            return f"unknown opcode {code:02x}"
         if op == AluOp.END:
-            if x.src or x.off or x.imm not in (16, 32, 64) or (cls == Class.ALU64 and src):
+            if x.src or x.off or x.imm not in (16, 32, 64):
                 return "BPF_END uses reserved fields"
             return None
         if op == AluOp.NEG:
