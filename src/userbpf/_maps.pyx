@@ -59,6 +59,15 @@ cdef class MapCore:
     >>> m.update((1).to_bytes(4, "little"), (7).to_bytes(8, "little"), 0)
     >>> int.from_bytes(m.lookup((1).to_bytes(4, "little")), "little")
     7
+
+    Keyless maps (QUEUE, STACK, BLOOM_FILTER, RINGBUF) take ``key=None``
+    (or ``b""``); ``map_extra`` is ``bpf_attr.map_extra`` (a bloom filter's
+    number of hashes in its low 4 bits).
+
+    >>> q = MapCore(22, 0, 4, 2, 0, 1)           # a QUEUE of 2 u32
+    >>> q.update(None, b"\\1\\0\\0\\0"); q.update(None, b"\\2\\0\\0\\0")
+    >>> q.lookup_and_delete(None)
+    b'\\x01\\x00\\x00\\x00'
     """
 
     def __cinit__(self):
