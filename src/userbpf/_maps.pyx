@@ -7,7 +7,7 @@ wrapper that owns one; the simulated kernel (``userbpf.kernel``) validates
 attrs, keeps fds, ids and pins, and turns the negative errnos returned here
 into ``OSError``.
 """
-from libc.errno cimport E2BIG, EEXIST, EINVAL, ENOENT, ENOMEM, EPERM
+from libc.errno cimport E2BIG, EEXIST, EINVAL, ENOENT, ENOMEM, EOPNOTSUPP, EPERM
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcmp, memcpy, memset
@@ -27,15 +27,29 @@ cdef enum:
     BPF_F_LOCK = 4
     BPF_F_NO_PREALLOC = 1
     BPF_F_RDONLY_PROG = 1 << 7
+    BPF_F_NUMA_NODE = 1 << 2
+    BPF_F_RDONLY = 1 << 3
+    BPF_F_WRONLY = 1 << 4
+    BPF_F_ZERO_SEED = 1 << 6
+    BPF_F_WRONLY_PROG = 1 << 8
+    BPF_F_ACCESS_MASK = BPF_F_RDONLY | BPF_F_WRONLY | BPF_F_RDONLY_PROG | BPF_F_WRONLY_PROG
+    # the kernel's internal "operation not supported" (include/linux/errno.h);
+    # bpf() returns it to user space as errno 524 for ring buffers and others
+    ENOTSUPP = 524
     ARRAY_LOCK_STRIPES = 64
     HASH_CHUNK_ELEMS = 256
 
 include "maps/array.pxi"
 include "maps/hash.pxi"
+include "maps/memory.pxi"
+include "maps/queue_stack.pxi"
+include "maps/bloom.pxi"
+include "maps/ringbuf.pxi"
 include "maps/helpers.pxi"
 
 # map type numbers, as enum bpf_map_type
 _HASH, _ARRAY, _PERCPU_HASH, _PERCPU_ARRAY = 1, 2, 5, 6
+_QUEUE, _STACK, _RINGBUF, _BLOOM_FILTER = 22, 23, 27, 30
 
 
 cdef class MapCore:
@@ -45,6 +59,15 @@ cdef class MapCore:
     >>> m.update((1).to_bytes(4, "little"), (7).to_bytes(8, "little"), 0)
     >>> int.from_bytes(m.lookup((1).to_bytes(4, "little")), "little")
     7
+
+    Keyless maps (QUEUE, STACK, BLOOM_FILTER, RINGBUF) take ``key=None``
+    (or ``b""``); ``map_extra`` is ``bpf_attr.map_extra`` (a bloom filter's
+    number of hashes in its low 4 bits).
+
+    >>> q = MapCore(22, 0, 4, 2, 0, 1)           # a QUEUE of 2 u32
+    >>> q.update(None, b"\\1\\0\\0\\0"); q.update(None, b"\\2\\0\\0\\0")
+    >>> q.lookup_and_delete(None)
+    b'\\x01\\x00\\x00\\x00'
     """
 
     def __cinit__(self):
@@ -52,7 +75,7 @@ cdef class MapCore:
 
     def __init__(self, uint32_t map_type, uint32_t key_size, uint32_t value_size,
                  uint32_t max_entries, uint32_t map_flags, uint32_t ncpus, name=b"",
-                 uint64_t seed=0):
+                 uint64_t seed=0, uint64_t map_extra=0):
         if ncpus < 1 or ncpus > UBPF_MAX_CPUS:
             raise ValueError(f"ncpus must be 1..{UBPF_MAX_CPUS}")
         self.map = <ubpf_map *>calloc(1, sizeof(ubpf_map))
@@ -70,6 +93,14 @@ cdef class MapCore:
             if not seed:
                 seed = int.from_bytes(_os.urandom(8), "little") | 1
             hash_init(m, map_type == _PERCPU_HASH, seed)
+        elif map_type == _QUEUE or map_type == _STACK:
+            queue_stack_init(m, map_type == _STACK)
+        elif map_type == _BLOOM_FILTER:
+            if not seed:
+                seed = int.from_bytes(_os.urandom(4), "little")
+            bloom_init(m, map_extra, <uint32_t>seed)
+        elif map_type == _RINGBUF:
+            ringbuf_init(m)
         else:
             raise NotImplementedError(f"map type {map_type} has no C storage yet")
 
@@ -126,15 +157,25 @@ cdef class MapCore:
 
     # -- the bpf() operations: bytes in, bytes out; failures raise OSError --
     cdef bytes _key(self, key):
-        cdef bytes k = bytes(key)
+        cdef bytes k = b"" if key is None else bytes(key)    # None: keyless maps
         if len(k) != self.map.key_size:
             raise OSError(_errno.EINVAL, f"key is {len(k)} bytes, map key_size is "
                                          f"{self.map.key_size}")
         return k
 
-    def lookup(self, key, uint64_t flags=0):
+    def lookup(self, key, uint64_t flags=0, value=None):
+        """The value for ``key`` (key None for queue, stack and bloom filter maps).
+
+        ``value`` fills the value buffer first: a bloom filter's lookup tests
+        the element passed there (0 / ENOENT), as bpf(BPF_MAP_LOOKUP_ELEM) does.
+        """
         cdef bytes k = self._key(key)
         cdef bytearray out = bytearray(self.sys_value_size)
+        if value is not None:
+            if len(value) != len(out):
+                raise OSError(_errno.EINVAL, f"value is {len(value)} bytes, expected "
+                                             f"{len(out)}")
+            out[:] = value
         cdef long err
         cdef char *kp = k
         cdef char *op = out
@@ -211,7 +252,33 @@ cdef class MapCore:
         self._ensure_alive()
         if self.map.region == NULL:
             raise OSError(_errno.EINVAL, "this map's values are not contiguous")
-        return memoryview(<uint8_t[:self.map.region_len]>self.map.region)
+        return _map_memory(self, self.map.region, self.map.region_len, False)
+
+    def ringbuf_view(self, producer=False):
+        """Memoryviews ``(consumer_page, producer_page, data)`` of a ring buffer,
+        as ``mmap`` of the map's fd shows them: ``consumer_pos`` and
+        ``producer_pos`` are the u64s at offset 0 of their pages and ``data``
+        is the ring mapped twice (``2 * max_entries`` bytes; byte i and
+        i + max_entries are the same memory, so a wrapping record reads as
+        one span). As the kernel's mappings, a consumer (``producer=False``)
+        may write only the consumer page; a user-space producer
+        (``producer=True``, as for BPF_MAP_TYPE_USER_RINGBUF) everything but it.
+
+        >>> rb = MapCore(27, 0, 0, 4096, 0, 1)
+        >>> cons, prod, data = rb.ringbuf_view()
+        >>> len(cons), len(prod), len(data), data.readonly
+        (4096, 4096, 8192, True)
+        """
+        cdef ringbuf_impl *r
+        cdef uint64_t page
+        self._ensure_alive()
+        if self.map.map_type != _RINGBUF:
+            raise OSError(_errno.EINVAL, "not a ring buffer map")
+        r = <ringbuf_impl *>self.map.impl
+        page = r.mem.page_size
+        return (_map_memory(self, r.mem.base, page, producer),
+                _map_memory(self, r.mem.base + page, page, not producer),
+                _map_memory(self, r.mem.base + 2 * page, 2 * r.mem.data_size, not producer))
 
     def program_lookup(self, key, uint32_t cpu=0):
         """What bpf_map_lookup_elem returns to a program: the value's address or 0."""

@@ -76,7 +76,8 @@ cdef uint64_t helper_map_pop_elem(uint64_t r1, uint64_t r2, uint64_t r3, uint64_
 cdef uint64_t helper_map_peek_elem(uint64_t r1, uint64_t r2, uint64_t r3, uint64_t r4,
                                    uint64_t r5, vm_run *run, void *data) noexcept nogil:
     cdef ubpf_map *m = _map_arg(run, r1)
-    if m == NULL or not _mem_arg(run, r2, m.value_size, True):
+    # a bloom filter's peek only reads the element it tests
+    if m == NULL or not _mem_arg(run, r2, m.value_size, m.map_type != 30):
         return 0
     if m.ops.peek == NULL:
         return <uint64_t>-EINVAL
