@@ -26,13 +26,13 @@ from __future__ import annotations
 
 import random
 import struct
-from typing import List, Optional, Sequence
+from typing import List, Sequence
 
 import pytest
 
 from userbpf import Program, hostbpf, isa
 from userbpf.isa import (
-    BPF_ALU, BPF_ALU64, BPF_ATOMIC_OP, BPF_B, BPF_DW, BPF_END, BPF_EXIT_INSN, BPF_FETCH,
+    BPF_ALU, BPF_ALU64, BPF_ATOMIC_OP, BPF_B, BPF_DW, BPF_END, BPF_EXIT_INSN,
     BPF_H, BPF_JMP, BPF_JMP32, BPF_K, BPF_LD_IMM64, BPF_LDX_MEM, BPF_LDX_MEMSX,
     BPF_MOV64_IMM, BPF_MOV64_REG, BPF_RAW_INSN, BPF_ST_MEM, BPF_STX_MEM, BPF_W, BPF_X,
     AluOp, AtomicOp, Insn, JmpOp,

@@ -27,8 +27,9 @@ import errno as _errno
 import functools
 import os
 import platform
-from enum import IntEnum
-from typing import Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
+
+from .uapi import Cmd, MapType, ProgType
 
 __all__ = [
     "Cmd", "MapType", "ProgType", "HostError", "HostProg", "HostMap", "TestRun",
@@ -41,102 +42,7 @@ __all__ = [
 SYSCALL_NR = {"x86_64": 321, "amd64": 321, "aarch64": 280, "arm64": 280}
 
 
-class Cmd(IntEnum):
-    """``enum bpf_cmd`` (the values this module and its tests use)."""
-    MAP_CREATE = 0
-    MAP_LOOKUP_ELEM = 1
-    MAP_UPDATE_ELEM = 2
-    MAP_DELETE_ELEM = 3
-    MAP_GET_NEXT_KEY = 4
-    PROG_LOAD = 5
-    OBJ_PIN = 6
-    OBJ_GET = 7
-    PROG_ATTACH = 8
-    PROG_DETACH = 9
-    PROG_TEST_RUN = 10
-    PROG_GET_NEXT_ID = 11
-    MAP_GET_NEXT_ID = 12
-    PROG_GET_FD_BY_ID = 13
-    MAP_GET_FD_BY_ID = 14
-    OBJ_GET_INFO_BY_FD = 15
-    PROG_QUERY = 16
-    RAW_TRACEPOINT_OPEN = 17
-    BTF_LOAD = 18
-    BTF_GET_FD_BY_ID = 19
-    TASK_FD_QUERY = 20
-    MAP_LOOKUP_AND_DELETE_ELEM = 21
-    MAP_FREEZE = 22
-    BTF_GET_NEXT_ID = 23
-    MAP_LOOKUP_BATCH = 24
-    MAP_LOOKUP_AND_DELETE_BATCH = 25
-    MAP_UPDATE_BATCH = 26
-    MAP_DELETE_BATCH = 27
-
-
-class MapType(IntEnum):
-    """``enum bpf_map_type``."""
-    UNSPEC = 0
-    HASH = 1
-    ARRAY = 2
-    PROG_ARRAY = 3
-    PERF_EVENT_ARRAY = 4
-    PERCPU_HASH = 5
-    PERCPU_ARRAY = 6
-    STACK_TRACE = 7
-    CGROUP_ARRAY = 8
-    LRU_HASH = 9
-    LRU_PERCPU_HASH = 10
-    LPM_TRIE = 11
-    ARRAY_OF_MAPS = 12
-    HASH_OF_MAPS = 13
-    DEVMAP = 14
-    SOCKMAP = 15
-    CPUMAP = 16
-    XSKMAP = 17
-    SOCKHASH = 18
-    CGROUP_STORAGE = 19
-    REUSEPORT_SOCKARRAY = 20
-    PERCPU_CGROUP_STORAGE = 21
-    QUEUE = 22
-    STACK = 23
-    SK_STORAGE = 24
-    DEVMAP_HASH = 25
-    STRUCT_OPS = 26
-    RINGBUF = 27
-    INODE_STORAGE = 28
-    TASK_STORAGE = 29
-    BLOOM_FILTER = 30
-    USER_RINGBUF = 31
-    CGRP_STORAGE = 32
-    ARENA = 33
-
-
-class ProgType(IntEnum):
-    """``enum bpf_prog_type`` (the first ones; the rest are not test-runnable here)."""
-    UNSPEC = 0
-    SOCKET_FILTER = 1
-    KPROBE = 2
-    SCHED_CLS = 3
-    SCHED_ACT = 4
-    TRACEPOINT = 5
-    XDP = 6
-    PERF_EVENT = 7
-    CGROUP_SKB = 8
-    CGROUP_SOCK = 9
-    LWT_IN = 10
-    LWT_OUT = 11
-    LWT_XMIT = 12
-    SOCK_OPS = 13
-    SK_SKB = 14
-    CGROUP_DEVICE = 15
-    SK_MSG = 16
-    RAW_TRACEPOINT = 17
-    CGROUP_SOCK_ADDR = 18
-    LWT_SEG6LOCAL = 19
-    LIRC_MODE2 = 20
-    SK_REUSEPORT = 21
-    FLOW_DISSECTOR = 22
-
+# Cmd, MapType and ProgType are the kernel's enums from userbpf.uapi.
 
 # Update flags and map_flags (linux/bpf.h).
 BPF_ANY, BPF_NOEXIST, BPF_EXIST, BPF_F_LOCK = 0, 1, 2, 4
@@ -237,6 +143,7 @@ class ObjAttr(ctypes.Structure):
 
 class TestRunAttr(ctypes.Structure):
     """BPF_PROG_TEST_RUN."""
+    __test__ = False
     _fields_ = [
         ("prog_fd", ctypes.c_uint32),
         ("retval", ctypes.c_uint32),
@@ -409,12 +316,14 @@ def _round8(n: int) -> int:
 
 class TestRun(NamedTuple):
     """What BPF_PROG_TEST_RUN fills: r0 (u32), the output packet, ns per run."""
+    __test__ = False        # not a pytest class, whatever its name
     retval: int
     data_out: bytes
     duration: int
 
 
 class TestRunFull(NamedTuple):
+    __test__ = False
     retval: int
     data_out: bytes
     duration: int
