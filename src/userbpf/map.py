@@ -211,6 +211,16 @@ class Map:
             raise
 
     def __contains__(self, key) -> bool:
+        """For a BLOOM_FILTER: is the value possibly in the set?"""
+        if self.map_type == MapType.BLOOM_FILTER:
+            try:
+                self.kernel.bpf(Cmd.MAP_LOOKUP_ELEM, map_fd=self.fd, key=None,
+                                value=self._v(key))
+            except OSError as e:
+                if e.errno == errno.ENOENT:
+                    return False
+                raise
+            return True
         try:
             self.lookup(key)
         except OSError as e:

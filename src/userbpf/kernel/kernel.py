@@ -36,7 +36,7 @@ ATTR_FIELDS: Dict[int, Dict[str, Any]] = {
                          btf_fd=0, btf_key_type_id=0, btf_value_type_id=0,
                          btf_vmlinux_value_type_id=0, map_extra=0,
                          value_type_btf_obj_fd=0, map_token_fd=0),
-    Cmd.MAP_LOOKUP_ELEM: dict(map_fd=None, key=None, flags=0),
+    Cmd.MAP_LOOKUP_ELEM: dict(map_fd=None, key=None, value=None, flags=0),
     Cmd.MAP_UPDATE_ELEM: dict(map_fd=None, key=None, value=None, flags=0),
     Cmd.MAP_DELETE_ELEM: dict(map_fd=None, key=None, flags=0),
     Cmd.MAP_GET_NEXT_KEY: dict(map_fd=None, key=None),
@@ -171,7 +171,8 @@ class Kernel:
         self._readable(a["map_fd"])
         if a["flags"] & ~_maps.BPF_F_LOCK:
             raise bpf_error(errno.EINVAL, "invalid flags")
-        return m.lookup(self._key(m, a["key"]), a["flags"])
+        value = None if a["value"] is None else self._bytes(a["value"], "value")
+        return m.lookup(self._key(m, a["key"]), a["flags"], value)
 
     def _map_update_elem(self, a: dict) -> int:
         m = self._map(a["map_fd"])
@@ -198,10 +199,10 @@ class Kernel:
 
     def _map_freeze(self, a: dict) -> int:
         m = self._map(a["map_fd"])
-        if m.frozen:
-            raise bpf_error(errno.EBUSY, "map is already frozen")
-        if self.fds.modes.get(a["map_fd"], 0) & BPF_F_RDONLY:
-            raise bpf_error(errno.EPERM, "the fd is read-only")
+        # a frozen map is read-only to user space, so refreezing fails the
+        # write-permission check first (EPERM), as in the kernel
+        if m.frozen or self.fds.modes.get(a["map_fd"], 0) & BPF_F_RDONLY:
+            raise bpf_error(errno.EPERM, "the map is frozen or the fd is read-only")
         m.frozen = True
         return 0
 

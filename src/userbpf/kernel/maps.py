@@ -373,11 +373,12 @@ class BpfMap(BpfObject):
                                           f"{self.attr['key_size']}")
         return key
 
-    def lookup(self, key, flags: int = 0) -> bytes:
+    def lookup(self, key, flags: int = 0, value: Optional[bytes] = None) -> bytes:
+        """``value`` is input for a bloom filter (the element to test)."""
         store = self._store()
         if store is self.slots:
             return store.lookup(self._key(key))
-        return store.lookup(self._key(key), flags)
+        return store.lookup(self._key(key), flags, value)
 
     def update(self, key, value: bytes, flags: int = 0) -> None:
         store = self._store()
@@ -435,7 +436,7 @@ def create(obj_id: int, attr: dict, ncpus: int, get_fd: Callable, open_fds=(0, 1
     try:
         core = _maps.MapCore(t, attr["key_size"], attr["value_size"], attr["max_entries"],
                              attr["map_flags"], ncpus, name,
-                             1 if attr["map_flags"] & BPF_F_ZERO_SEED else 0)
+                             1 if attr["map_flags"] & BPF_F_ZERO_SEED else 0, attr["map_extra"])
     except NotImplementedError:       # no C storage for this type (yet)
         core = None
     except MemoryError:
