@@ -32,10 +32,12 @@ cdef enum:
 
 include "maps/array.pxi"
 include "maps/hash.pxi"
+include "maps/lpm_trie.pxi"
 include "maps/helpers.pxi"
 
 # map type numbers, as enum bpf_map_type
 _HASH, _ARRAY, _PERCPU_HASH, _PERCPU_ARRAY = 1, 2, 5, 6
+_LPM_TRIE = 11
 
 
 cdef class MapCore:
@@ -70,6 +72,8 @@ cdef class MapCore:
             if not seed:
                 seed = int.from_bytes(_os.urandom(8), "little") | 1
             hash_init(m, map_type == _PERCPU_HASH, seed)
+        elif map_type == _LPM_TRIE:
+            lpm_init(m)
         else:
             raise NotImplementedError(f"map type {map_type} has no C storage yet")
 
