@@ -181,6 +181,7 @@ def model_errno_and_value(m: MapCore, k: bytes):
     (8, 4, 16, BPF_F_NO_PREALLOC | 2),     # BPF_F_NO_COMMON_LRU is not for tries
     (8, 4, 16, BPF_F_NO_PREALLOC | 8 | 16),      # RDONLY and WRONLY together
     (8, 4, 16, BPF_F_NO_PREALLOC | 128 | 256),   # RDONLY_PROG and WRONLY_PROG together
+    (8, (1 << 22) - 256 - 24 + 1, 16, BPF_F_NO_PREALLOC),   # past LPM_VAL_SIZE_MAX
 ])
 def test_create_rejects_what_the_kernel_rejects(key_size, value_size, max_entries, flags):
     with pytest.raises(OSError) as e:
@@ -188,12 +189,14 @@ def test_create_rejects_what_the_kernel_rejects(key_size, value_size, max_entrie
     assert e.value.errno == errno.EINVAL
 
 
-@pytest.mark.parametrize("key_size, flags", [(5, BPF_F_NO_PREALLOC), (260, BPF_F_NO_PREALLOC),
-                                             (8, BPF_F_NO_PREALLOC | 128)])
-def test_create_accepts_limits(key_size, flags):
-    m = MapCore(LPM_TRIE, key_size, 1, 1, flags, 1)
-    assert (m.map_type, m.key_size, m.value_size, m.max_entries) == (LPM_TRIE, key_size, 1, 1)
-    assert m.sys_value_size == 1
+@pytest.mark.parametrize("key_size, value_size, flags", [
+    (5, 1, BPF_F_NO_PREALLOC), (260, 1, BPF_F_NO_PREALLOC), (8, 1, BPF_F_NO_PREALLOC | 128),
+    (8, (1 << 22) - 256 - 24, BPF_F_NO_PREALLOC)])
+def test_create_accepts_limits(key_size, value_size, flags):
+    m = MapCore(LPM_TRIE, key_size, value_size, 1, flags, 1)
+    assert (m.map_type, m.key_size, m.value_size, m.max_entries) == \
+        (LPM_TRIE, key_size, value_size, 1)
+    assert m.sys_value_size == value_size
 
 
 # -- hand-checked behaviour -----------------------------------------------------
@@ -594,6 +597,68 @@ def test_threads_updating_disjoint_prefixes():
     assert m.lookup(key(24, bytes([10, 3, 5, 0]))) == bytes([3, 5, 2, 0])
 
 
+def test_programs_in_threads_share_the_trie():
+    """Programs on several threads update, look up and delete their own
+    prefix in one trie (runs release the GIL) while the main thread
+    iterates; every key seen is one of theirs and the trie ends empty."""
+    m = trie(key_size=8, value_size=8, max_entries=16)
+    m.update(v4("10.0.0.0/8"), struct.pack("<Q", 1))
+    mine = {v4(f"10.{t}.0.0/16") for t in range(3)} | {v4("10.0.0.0/8")}
+
+    def program(t):
+        k = v4(f"10.{t}.0.0/16")
+        lo, hi = struct.unpack("<ii", k)
+        return Program([
+            isa.BPF_ST_MEM(isa.BPF_W, isa.BPF_REG_10, -8, lo),
+            isa.BPF_ST_MEM(isa.BPF_W, isa.BPF_REG_10, -4, hi),
+            isa.BPF_ST_MEM(isa.BPF_DW, isa.BPF_REG_10, -16, t + 100),
+            isa.BPF_LD_MAP_FD(isa.BPF_REG_1, 1),
+            isa.BPF_MOV64_REG(isa.BPF_REG_2, isa.BPF_REG_10),
+            isa.BPF_ALU64_IMM(isa.BPF_ADD, isa.BPF_REG_2, -8),
+            isa.BPF_MOV64_REG(isa.BPF_REG_3, isa.BPF_REG_10),
+            isa.BPF_ALU64_IMM(isa.BPF_ADD, isa.BPF_REG_3, -16),
+            isa.BPF_MOV64_IMM(isa.BPF_REG_4, BPF_NOEXIST),
+            isa.BPF_EMIT_CALL(2),                           # update: must succeed
+            isa.BPF_JMP_IMM(isa.BPF_JNE, isa.BPF_REG_0, 0, 15),     # -> fail
+            isa.BPF_LD_MAP_FD(isa.BPF_REG_1, 1),
+            isa.BPF_MOV64_REG(isa.BPF_REG_2, isa.BPF_REG_10),
+            isa.BPF_ALU64_IMM(isa.BPF_ADD, isa.BPF_REG_2, -8),
+            isa.BPF_EMIT_CALL(1),                           # lookup: our value
+            isa.BPF_JMP_IMM(isa.BPF_JEQ, isa.BPF_REG_0, 0, 9),      # -> fail
+            isa.BPF_LDX_MEM(isa.BPF_DW, isa.BPF_REG_6, isa.BPF_REG_0, 0),
+            isa.BPF_LD_MAP_FD(isa.BPF_REG_1, 1),
+            isa.BPF_MOV64_REG(isa.BPF_REG_2, isa.BPF_REG_10),
+            isa.BPF_ALU64_IMM(isa.BPF_ADD, isa.BPF_REG_2, -8),
+            isa.BPF_EMIT_CALL(3),                           # delete: must succeed
+            isa.BPF_JMP_IMM(isa.BPF_JNE, isa.BPF_REG_0, 0, 2),      # -> fail
+            isa.BPF_MOV64_REG(isa.BPF_REG_0, isa.BPF_REG_6),        # the value read
+            isa.BPF_EXIT_INSN(),
+            isa.BPF_MOV64_IMM(isa.BPF_REG_0, 0xdead),               # fail:
+            isa.BPF_EXIT_INSN(),
+        ], maps={1: m})
+
+    assert program(0).run() == 100
+    m.update(v4("10.0.0.0/16"), bytes(8))
+    assert program(0).run() == 0xdead            # NOEXIST fails: the failure path works
+    m.delete(v4("10.0.0.0/16"))
+    results = {}
+
+    def worker(t):
+        results[t] = program(t).run_batch(repeat=3000).retval
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(3)]
+    for th in threads:
+        th.start()
+    seen = set()
+    while any(th.is_alive() for th in threads):
+        seen.update(iterate(m))
+    for th in threads:
+        th.join()
+    assert results == {0: 100, 1: 101, 2: 102}
+    assert seen <= mine
+    assert iterate(m) == [v4("10.0.0.0/8")]
+
+
 # -- the live kernel as an oracle ------------------------------------------------
 
 class KernelLpm:
@@ -672,6 +737,8 @@ def outcome(fn, *args):
     (261, 4, 16, BPF_F_NO_PREALLOC), (8, 0, 16, BPF_F_NO_PREALLOC),
     (8, 4, 16, BPF_F_NO_PREALLOC | 2), (8, 4, 16, BPF_F_NO_PREALLOC | 8 | 16),
     (8, 4, 16, BPF_F_NO_PREALLOC | 128), (8, 4, 16, BPF_F_NO_PREALLOC | 128 | 256),
+    (8, (1 << 22) - 256 - 24, 16, BPF_F_NO_PREALLOC),
+    (8, (1 << 22) - 256 - 24 + 1, 16, BPF_F_NO_PREALLOC),
 ])
 def test_kernel_create_checks_agree(key_size, value_size, max_entries, flags):
     kernel_or_skip(8, 4, 1).close()
