@@ -43,10 +43,8 @@ cdef enum:
     # BPF_F_RDONLY_PROG | BPF_F_WRONLY_PROG: LPM_CREATE_FLAG_MASK
     LPM_CREATE_FLAG_MASK = 1 | 4 | 8 | 16 | 128 | 256
     LPM_ENOTSUPP = 524            # the kernel-internal ENOTSUPP bpf() returns
-
-
-# KMALLOC_MAX_SIZE (x86_64: 4 MiB) - LPM_DATA_SIZE_MAX - sizeof(struct lpm_trie_node)
-LPM_VAL_SIZE_MAX = (1 << 22) - 256 - 24
+    # KMALLOC_MAX_SIZE (x86_64: 4 MiB) - LPM_DATA_SIZE_MAX - sizeof(struct lpm_trie_node)
+    LPM_VAL_SIZE_MAX = (1 << 22) - 256 - 24
 
 
 cdef struct lpm_node:
@@ -436,6 +434,9 @@ cdef long lpm_get_next_key(ubpf_map *m, const void *key, void *next_key) noexcep
             else:
                 found = n
                 n = n.child[0] if n.child[0] != NULL else n.child[1]
+        if found == NULL:                # unreachable while the invariant holds
+            ubpf_spin_unlock(&t.lock)
+            return -ENOENT
     _lpm_copy_key(t, found, next_key)
     ubpf_spin_unlock(&t.lock)
     return 0
