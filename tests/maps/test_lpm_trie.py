@@ -858,3 +858,24 @@ def test_kernel_differential(seed, key_size, max_entries):
 def test_kernel_differential_long(seed):
     rng = random.Random(seed)
     run_differential(seed, 20000, rng.choice([5, 6, 8, 12, 20]), rng.choice([4, 16, 64, 256]))
+
+
+def test_many_chunks_and_recycled_nodes_stay_program_memory():
+    """Values in later chunks and in recycled nodes pass the runtime checks."""
+    m = trie(key_size=8, value_size=8, max_entries=5000)
+    model = LpmModel(4, 5000)
+    rng = random.Random(3)
+    for rnd in range(3):                  # fill, then churn: freed nodes get reused
+        for i in range(1500):
+            k = key(rng.choice([16, 24, 32]), rng.getrandbits(32).to_bytes(4, "big"))
+            v = struct.pack("<Q", rnd << 32 | i)
+            assert errno_of(m.update, k, v) == model.update(k, v, 0)
+        for k, _ in list(model.elems.values())[::2]:
+            assert errno_of(m.delete, k) == model.delete(k) == 0
+    assert iterate(m) == model.order()
+    read = [isa.BPF_LDX_MEM(isa.BPF_DW, isa.BPF_REG_0, isa.BPF_REG_0, 0)]
+    for k, v in list(model.elems.values())[-50:]:
+        probe = key(32, k[4:])
+        want = model.lookup(probe)
+        assert Program(lookup_program(2, probe, read), maps={2: m}).run() == \
+            struct.unpack("<Q", want)[0]
