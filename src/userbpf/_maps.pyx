@@ -45,11 +45,13 @@ include "maps/memory.pxi"
 include "maps/queue_stack.pxi"
 include "maps/bloom.pxi"
 include "maps/ringbuf.pxi"
+include "maps/lpm_trie.pxi"
 include "maps/helpers.pxi"
 
 # map type numbers, as enum bpf_map_type
 _HASH, _ARRAY, _PERCPU_HASH, _PERCPU_ARRAY = 1, 2, 5, 6
 _QUEUE, _STACK, _RINGBUF, _BLOOM_FILTER = 22, 23, 27, 30
+_LPM_TRIE = 11
 
 
 cdef class MapCore:
@@ -101,6 +103,8 @@ cdef class MapCore:
             bloom_init(m, map_extra, <uint32_t>seed)
         elif map_type == _RINGBUF:
             ringbuf_init(m)
+        elif map_type == _LPM_TRIE:
+            lpm_init(m)
         else:
             raise NotImplementedError(f"map type {map_type} has no C storage yet")
 
