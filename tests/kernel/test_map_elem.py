@@ -553,3 +553,13 @@ def test_prog_array(k):
                  flags=NOEXIST) == EINVAL
     assert fails(k, Cmd.MAP_UPDATE_ELEM, map_fd=pa, key=u32(5), value=u32(m)) == E2BIG
     assert keys(k, pa) == [u32(0), u32(1)]
+
+
+@pytest.mark.xfail(strict=True, reason="map_update_elem refuses BPF_F_LOCK (no bpf_spin_lock in "
+                   "the value) with EINVAL before any type's update; HASH_OF_MAPS resolves the "
+                   "value's fd first and answers EBADF for a closed one")
+def test_hash_of_maps_lock_flag_before_the_fd(k):
+    tpl = new(k, MapType.ARRAY)
+    o = new(k, MapType.HASH_OF_MAPS, value_size=4, max_entries=2, inner_map_fd=tpl)
+    assert fails(k, Cmd.MAP_UPDATE_ELEM, map_fd=o, key=u32(0), value=u32(99),
+                 flags=F_LOCK) == EINVAL
