@@ -21,8 +21,9 @@ from typing import Any, Iterator, List, Optional, Union
 from .kernel import Kernel, default_kernel
 from .uapi import Cmd, MapType
 
-PERCPU_TYPES = frozenset({MapType.PERCPU_HASH, MapType.PERCPU_ARRAY,
-                          MapType.LRU_PERCPU_HASH, MapType.PERCPU_CGROUP_STORAGE})
+PERCPU_TYPES = frozenset(int(t) for t in (MapType.PERCPU_HASH, MapType.PERCPU_ARRAY,
+                                          MapType.LRU_PERCPU_HASH,
+                                          MapType.PERCPU_CGROUP_STORAGE))
 BPF_ANY, BPF_NOEXIST, BPF_EXIST = 0, 1, 2
 
 Convertible = Union[bytes, bytearray, memoryview, int, ctypes.Structure, ctypes.Array]
@@ -73,10 +74,37 @@ class Map:
                                  map_name=name.encode() if isinstance(name, str) else name,
                                  **extra)
         self.fd = fd
+        self._bind()
         self.map_type = MapType(map_type)
         self.key_size, self.value_size = key_size, value_size
         self.max_entries, self.map_flags = max_entries, map_flags
         self.key_type, self.value_type = key_type, value_type
+        self._key_limit = 1 << (8 * key_size)
+        self._percpu = int(map_type) in PERCPU_TYPES
+        self._value_limit = 1 << (8 * value_size)
+
+    def _bind(self) -> None:
+        """Remember the map object and its C storage for the fast path.
+
+        The element operations check that ``fd`` still names this object
+        (one dict lookup), then call the C storage directly: the same
+        storage calls ``Kernel.bpf`` makes, without its attr plumbing. Any
+        other case (a closed fd, a frozen map, a read- or write-only fd, a
+        map without C storage) takes the full ``bpf()`` path and its errno.
+        """
+        fds = self.kernel.fds
+        self._files = fds._files
+        self._obj = obj = fds._files.get(self.fd)
+        mode = fds.modes.get(self.fd, 0)
+        core = getattr(obj, "core", None)
+        self._rcore = core if core is not None and not mode & 0x10 else None   # BPF_F_WRONLY
+        self._wcore = core if core is not None and not mode & 0x08 else None   # BPF_F_RDONLY
+
+    def _fast(self, core):
+        """The C storage if the fast path applies now, else None."""
+        if core is not None and self._files.get(self.fd) is self._obj:
+            return core
+        return None
 
     @classmethod
     def from_fd(cls, fd: int, kernel: Optional[Kernel] = None, **types) -> "Map":
@@ -95,7 +123,7 @@ class Map:
     # -- conversions -------------------------------------------------------------
     @property
     def percpu(self) -> bool:
-        return self.map_type in PERCPU_TYPES
+        return self._percpu
 
     @property
     def ncpus(self) -> int:
@@ -104,10 +132,18 @@ class Map:
     def _k(self, key) -> Optional[bytes]:
         if self.key_size == 0:
             return None
+        if type(key) is bytes:          # the common cases first: this is the hot path
+            return key
+        if type(key) is int and 0 <= key < self._key_limit:
+            return key.to_bytes(self.key_size, "little")
         return to_bytes(key, self.key_size, "key")
 
     def _v(self, value) -> bytes:
-        if not self.percpu:
+        if not self._percpu:
+            if type(value) is bytes:
+                return value
+            if type(value) is int and 0 <= value < self._value_limit:
+                return value.to_bytes(self.value_size, "little")
             return to_bytes(value, self.value_size)
         stride = (self.value_size + 7) & ~7
         if not isinstance(value, (list, tuple)):
@@ -117,7 +153,9 @@ class Map:
         return b"".join(to_bytes(v, self.value_size).ljust(stride, b"\0") for v in value)
 
     def _out_v(self, data: bytes):
-        if not self.percpu:
+        if not self._percpu:
+            if self.value_type is int:
+                return int.from_bytes(data, "little")
             return from_bytes(data, self.value_type)
         stride = (self.value_size + 7) & ~7
         return [from_bytes(data[i * stride:i * stride + self.value_size], self.value_type)
@@ -126,15 +164,26 @@ class Map:
     # -- the bpf() commands ----------------------------------------------------
     def lookup(self, key=None, flags: int = 0):
         """MAP_LOOKUP_ELEM (OSError with ENOENT for a missing key)."""
+        core = self._fast(self._rcore)
+        if core is not None and self.key_size:
+            return self._out_v(core.lookup(self._k(key), flags))
         return self._out_v(self.kernel.bpf(Cmd.MAP_LOOKUP_ELEM, map_fd=self.fd,
                                            key=self._k(key), flags=flags))
 
     def update(self, key, value, flags: int = BPF_ANY) -> None:
         """MAP_UPDATE_ELEM with BPF_ANY / BPF_NOEXIST / BPF_EXIST (| BPF_F_LOCK)."""
+        core = self._fast(self._wcore)
+        if core is not None and self.key_size and not self._obj.frozen:
+            core.update(self._k(key), self._v(value), flags)
+            return
         self.kernel.bpf(Cmd.MAP_UPDATE_ELEM, map_fd=self.fd, key=self._k(key),
                         value=self._v(value), flags=flags)
 
     def delete(self, key) -> None:
+        core = self._fast(self._wcore)
+        if core is not None and self.key_size and not self._obj.frozen:
+            core.delete(self._k(key))
+            return
         self.kernel.bpf(Cmd.MAP_DELETE_ELEM, map_fd=self.fd, key=self._k(key))
 
     def lookup_and_delete(self, key=None, flags: int = 0):
@@ -177,6 +226,7 @@ class Map:
         if self.fd is not None:
             self.kernel.close(self.fd)
             self.fd = None
+            self._obj = self._rcore = self._wcore = None
 
     def __enter__(self) -> "Map":
         return self
@@ -187,6 +237,9 @@ class Map:
     # -- dict protocol -----------------------------------------------------------
     def __getitem__(self, key):
         try:
+            core = self._rcore
+            if core is not None and self._files.get(self.fd) is self._obj and self.key_size:
+                return self._out_v(core.lookup(self._k(key)))     # fast path, see _bind
             return self.lookup(key)
         except OSError as e:
             if e.errno == errno.ENOENT:
