@@ -341,7 +341,7 @@ def test_kernel_errnos_behind_the_xfails(host):
     with host.map_create(MapType.ARRAY, 4, 8, 2) as a:
         assert outcome(a.lookup_and_delete, u32(0)) == ("err", 524)     # ENOTSUPP
         a.freeze()
-        assert outcome(a.freeze) == ("err", errno.EPERM)                # second freeze
+        assert outcome(a.freeze) == ("err", errno.EPERM)    # second freeze (test_objects)
     with host.map_create(MapType.HASH, 4, 8, 2) as h:
         h.update(u32(0), bytes(8))
         attr = host.MapElemAttr(map_fd=h.fd, key=0, flags=1)
