@@ -205,8 +205,6 @@ def test_bad_lookup_flags_are_einval(k, map_type, flags):
 
 
 @pytest.mark.parametrize("map_type", HASHES, ids=name)      # arrays refuse every delete
-@pytest.mark.xfail(strict=True, reason="MAP_DELETE_ELEM ignores attr.flags; the kernel's "
-                   "CHECK_ATTR refuses any non-zero flags with EINVAL (before the fd)")
 def test_delete_with_flags_is_einval(k, map_type):
     fd, before = filled(k, map_type)
     assert fails(k, Cmd.MAP_DELETE_ELEM, map_fd=fd, key=u32(0), flags=ANY | 1) == EINVAL
@@ -341,9 +339,6 @@ def test_array_delete_is_einval(k, map_type):
 
 
 @pytest.mark.parametrize("map_type", ARRAYS, ids=name)
-@pytest.mark.xfail(strict=True, reason="the kernel answers LOOKUP_AND_DELETE on an array with "
-                   "ENOTSUPP (524); MapCore raises EOPNOTSUPP (95) for a missing "
-                   "sys_lookup_and_delete op")
 def test_array_lookup_and_delete_is_enotsupp(k, map_type):
     fd, before = filled(k, map_type)
     assert fails(k, Cmd.MAP_LOOKUP_AND_DELETE_ELEM, map_fd=fd, key=u32(0)) == ENOTSUPP
@@ -555,9 +550,6 @@ def test_prog_array(k):
     assert keys(k, pa) == [u32(0), u32(1)]
 
 
-@pytest.mark.xfail(strict=True, reason="map_update_elem refuses BPF_F_LOCK (no bpf_spin_lock in "
-                   "the value) with EINVAL before any type's update; HASH_OF_MAPS resolves the "
-                   "value's fd first and answers EBADF for a closed one")
 def test_hash_of_maps_lock_flag_before_the_fd(k):
     tpl = new(k, MapType.ARRAY)
     o = new(k, MapType.HASH_OF_MAPS, value_size=4, max_entries=2, inner_map_fd=tpl)

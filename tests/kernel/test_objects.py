@@ -114,8 +114,6 @@ def test_get_next_id_walks_live_ids(k):
     assert fails(Kernel(ncpus=1), Cmd.MAP_GET_NEXT_ID, start_id=0) == ENOENT
 
 
-@pytest.mark.xfail(strict=True, reason="MAP_GET_NEXT_ID reads only start_id and next_id: "
-                   "the kernel's CHECK_ATTR refuses a non-zero open_flags with EINVAL")
 def test_get_next_id_refuses_open_flags(k):
     new(k)
     assert fails(k, Cmd.MAP_GET_NEXT_ID, start_id=0, open_flags=RDONLY) == EINVAL
@@ -144,8 +142,6 @@ def test_get_fd_by_id_errors(k):
     assert fails(k, Cmd.MAP_GET_FD_BY_ID, map_id=mid) == ENOENT        # dead id
 
 
-@pytest.mark.xfail(strict=True, reason="bpf_get_file_flag refuses BPF_F_RDONLY|BPF_F_WRONLY "
-                   "with EINVAL; _map_get_fd_by_id only checks for unknown bits")
 def test_get_fd_by_id_rdonly_and_wronly_is_einval(k):
     fd = new(k)
     assert fails(k, Cmd.MAP_GET_FD_BY_ID, map_id=map_id(k, fd),
@@ -287,9 +283,6 @@ def test_obj_get_wronly(k):
     assert fails(k, Cmd.MAP_LOOKUP_ELEM, map_fd=fd, key=u32(1)) == ENOENT
 
 
-@pytest.mark.xfail(strict=True, reason="LOOKUP_AND_DELETE needs FMODE_CAN_READ and "
-                   "FMODE_CAN_WRITE: the kernel answers EPERM on a write-only fd; userbpf "
-                   "checks only writability, and deletes")
 def test_lookup_and_delete_on_wronly_fd_is_eperm(k):
     fd = new(k)
     k.bpf(Cmd.MAP_UPDATE_ELEM, map_fd=fd, key=u32(1), value=u64(7))
@@ -297,9 +290,6 @@ def test_lookup_and_delete_on_wronly_fd_is_eperm(k):
     assert fails(k, Cmd.MAP_LOOKUP_AND_DELETE_ELEM, map_fd=wo, key=u32(1)) == EPERM
 
 
-@pytest.mark.xfail(strict=True, reason="map_lookup_elem checks attr.flags before it resolves "
-                   "the fd or its mode (EINVAL); userbpf checks the fd (EBADF) and the mode "
-                   "(EPERM) first. Same for LOOKUP_AND_DELETE and DELETE")
 def test_lookup_flags_are_checked_before_the_fd(k):
     fd = new(k)
     wo = k.bpf(Cmd.MAP_GET_FD_BY_ID, map_id=map_id(k, fd), open_flags=WRONLY)
@@ -345,8 +335,6 @@ def test_fs_mkdir_unlink_rmdir(k):
     k.bpf(Cmd.MAP_UPDATE_ELEM, map_fd=fd, key=u32(0), value=u64(0))
 
 
-@pytest.mark.xfail(strict=True, reason="rmdir of a pinned object (not a directory) is ENOTDIR "
-                   "in Linux; BpfFs.rmdir answers ENOENT")
 def test_rmdir_of_a_pin_is_enotdir(k):
     k.bpf(Cmd.OBJ_PIN, pathname=f"{MOUNT}/m", bpf_fd=new(k))
     assert raises(k.fs.rmdir, f"{MOUNT}/m") == errno.ENOTDIR

@@ -70,6 +70,8 @@ class BpfFs:
 
     def rmdir(self, path) -> None:
         path = self._path(path)
+        if path in self.pins:
+            raise bpf_error(errno.ENOTDIR, f"{path} is a pinned object, not a directory")
         if path not in self.dirs or path == MOUNT:
             raise bpf_error(errno.ENOENT if path not in self.dirs else errno.EBUSY, path)
         if any(posixpath.dirname(p) == path for p in list(self.pins) + list(self.dirs)):

@@ -22,10 +22,10 @@ from typing import Any, Callable, Dict, Optional
 
 from ..abi import bpf_attr, bpf_map_info
 from ..uapi import Cmd, MapType
-from . import from_ctypes
+from . import batch, from_ctypes
 from . import maps as _maps
 from .bpffs import BpfFs
-from .errors import bpf_error
+from .errors import ENOTSUPP, bpf_error
 from .objects import FdTable, IdSpace
 
 # Fields each command reads, with their defaults (anything else: EINVAL,
@@ -42,13 +42,21 @@ ATTR_FIELDS: Dict[int, Dict[str, Any]] = {
     Cmd.MAP_GET_NEXT_KEY: dict(map_fd=None, key=None),
     Cmd.MAP_LOOKUP_AND_DELETE_ELEM: dict(map_fd=None, key=None, flags=0),
     Cmd.MAP_FREEZE: dict(map_fd=None),
-    Cmd.MAP_GET_NEXT_ID: dict(start_id=0, open_flags=0),
+    Cmd.MAP_GET_NEXT_ID: dict(start_id=0),
     Cmd.MAP_GET_FD_BY_ID: dict(map_id=0, open_flags=0),
     Cmd.OBJ_PIN: dict(pathname=None, bpf_fd=None, file_flags=0, path_fd=0),
     Cmd.OBJ_GET: dict(pathname=None, bpf_fd=0, file_flags=0, path_fd=0),
     Cmd.OBJ_GET_INFO_BY_FD: dict(bpf_fd=None, info_len=None),
 }
+for _cmd in (Cmd.MAP_LOOKUP_BATCH, Cmd.MAP_LOOKUP_AND_DELETE_BATCH, Cmd.MAP_UPDATE_BATCH,
+             Cmd.MAP_DELETE_BATCH):
+    ATTR_FIELDS[_cmd] = dict(map_fd=None, in_batch=None, keys=None, values=None, count=None,
+                             elem_flags=0, flags=0)
 
+# MAP_LOOKUP_AND_DELETE_ELEM exists for these only (others: ENOTSUPP)
+LOOKUP_AND_DELETE_TYPES = frozenset({MapType.QUEUE, MapType.STACK, MapType.HASH,
+                                     MapType.PERCPU_HASH, MapType.LRU_HASH,
+                                     MapType.LRU_PERCPU_HASH})
 BPF_F_RDONLY = _maps.BPF_F_RDONLY
 BPF_F_WRONLY = _maps.BPF_F_WRONLY
 
@@ -77,6 +85,10 @@ class Kernel:
             Cmd.OBJ_PIN: self._obj_pin,
             Cmd.OBJ_GET: self._obj_get,
             Cmd.OBJ_GET_INFO_BY_FD: self._obj_get_info_by_fd,
+            Cmd.MAP_LOOKUP_BATCH: self._map_batch(Cmd.MAP_LOOKUP_BATCH),
+            Cmd.MAP_LOOKUP_AND_DELETE_BATCH: self._map_batch(Cmd.MAP_LOOKUP_AND_DELETE_BATCH),
+            Cmd.MAP_UPDATE_BATCH: self._map_batch(Cmd.MAP_UPDATE_BATCH),
+            Cmd.MAP_DELETE_BATCH: self._map_batch(Cmd.MAP_DELETE_BATCH),
         }
 
     # -- the entry point -------------------------------------------------------
@@ -166,21 +178,30 @@ class Kernel:
         obj.release = _chain(obj.release, lambda: self.map_ids.remove(obj))
         return self.fds.install(obj, a["map_flags"] & (BPF_F_RDONLY | BPF_F_WRONLY))
 
+    def _no_lock_flag(self, flags: int) -> None:
+        # BPF_F_LOCK needs a bpf_spin_lock in the value, i.e. BTF: none here
+        if flags & _maps.BPF_F_LOCK:
+            raise bpf_error(errno.EINVAL, "BPF_F_LOCK needs a value with a bpf_spin_lock")
+
     def _map_lookup_elem(self, a: dict) -> bytes:
+        if a["flags"] & ~_maps.BPF_F_LOCK:            # checked before the fd, as the kernel
+            raise bpf_error(errno.EINVAL, "invalid flags")
         m = self._map(a["map_fd"])
         self._readable(a["map_fd"])
-        if a["flags"] & ~_maps.BPF_F_LOCK:
-            raise bpf_error(errno.EINVAL, "invalid flags")
+        self._no_lock_flag(a["flags"])
         value = None if a["value"] is None else self._bytes(a["value"], "value")
         return m.lookup(self._key(m, a["key"]), a["flags"], value)
 
     def _map_update_elem(self, a: dict) -> int:
         m = self._map(a["map_fd"])
         self._writable(a["map_fd"], m)
+        self._no_lock_flag(a["flags"])
         m.update(self._key(m, a["key"]), self._bytes(a["value"], "value"), a["flags"])
         return 0
 
     def _map_delete_elem(self, a: dict) -> int:
+        if a["flags"]:
+            raise bpf_error(errno.EINVAL, "MAP_DELETE_ELEM takes no flags")
         m = self._map(a["map_fd"])
         self._writable(a["map_fd"], m)
         m.delete(self._key(m, a["key"]))
@@ -193,9 +214,50 @@ class Kernel:
         return m.get_next_key(key)
 
     def _map_lookup_and_delete_elem(self, a: dict) -> bytes:
+        if a["flags"] & ~_maps.BPF_F_LOCK:
+            raise bpf_error(errno.EINVAL, "invalid flags")
         m = self._map(a["map_fd"])
+        self._readable(a["map_fd"])
         self._writable(a["map_fd"], m)
+        if a["flags"] and m.map_type in (MapType.QUEUE, MapType.STACK):
+            raise bpf_error(errno.EINVAL, "QUEUE and STACK pops take no flags")
+        self._no_lock_flag(a["flags"])
+        if m.map_type not in LOOKUP_AND_DELETE_TYPES:
+            raise bpf_error(ENOTSUPP, f"{MapType(m.map_type).name} has no lookup-and-delete")
         return m.lookup_and_delete(self._key(m, a["key"]), a["flags"])
+
+    def _map_batch(self, cmd: int) -> Callable[[dict], "batch.BatchResult"]:
+        """bpf_map_do_batch: permissions, then the map type's batch op."""
+        reads = cmd in (Cmd.MAP_LOOKUP_BATCH, Cmd.MAP_LOOKUP_AND_DELETE_BATCH)
+        writes = cmd != Cmd.MAP_LOOKUP_BATCH
+
+        def run(a: dict) -> batch.BatchResult:
+            fd = a["map_fd"]
+            m = self._map(fd)
+            if reads:
+                self._readable(fd)
+            if writes:
+                self._writable(fd, m)
+            batch.supported(cmd, m.map_type)
+            keys, values = a["keys"], a["values"]
+            count = a["count"]
+            if count is None:
+                count = len(keys) if keys is not None and not reads else 0
+            in_batch = None if a["in_batch"] is None else self._bytes(a["in_batch"], "in_batch")
+            if reads:
+                if m.map_type in batch.HASH_TYPES:
+                    return batch.hash_lookup(m, in_batch, count, a["elem_flags"], a["flags"],
+                                             cmd == Cmd.MAP_LOOKUP_AND_DELETE_BATCH)
+                return batch.generic_lookup(m, in_batch, count, a["elem_flags"])
+            if keys is None or len(keys) < count or (
+                    cmd == Cmd.MAP_UPDATE_BATCH and (values is None or len(values) < count)):
+                raise bpf_error(errno.EFAULT, "keys/values hold fewer than count elements")
+            keys = [self._bytes(k, "key") for k in keys[:count]]
+            if cmd == Cmd.MAP_DELETE_BATCH:
+                return batch.delete(m, keys, count, a["elem_flags"])
+            values = [self._bytes(v, "value") for v in values[:count]]
+            return batch.update(m, keys, values, count, a["elem_flags"])
+        return run
 
     def _map_freeze(self, a: dict) -> int:
         m = self._map(a["map_fd"])
@@ -210,7 +272,8 @@ class Kernel:
         return self.map_ids.next_id(a["start_id"])
 
     def _map_get_fd_by_id(self, a: dict) -> int:
-        if a["open_flags"] & ~(BPF_F_RDONLY | BPF_F_WRONLY):
+        flags = a["open_flags"]
+        if flags & ~(BPF_F_RDONLY | BPF_F_WRONLY) or flags == BPF_F_RDONLY | BPF_F_WRONLY:
             raise bpf_error(errno.EINVAL, "invalid open_flags")
         obj = self.map_ids.live.get(a["map_id"])
         if obj is None:
