@@ -14,6 +14,7 @@ Replay one program by hand::
 from __future__ import annotations
 
 import argparse
+import ast
 import os
 import random
 import subprocess
@@ -31,7 +32,7 @@ def corpus():
     """Valid programs to mutate: each exercises a family the VM must survive."""
     from userbpf.isa import (BPF_ADD, BPF_ALU64_IMM, BPF_ALU64_REG, BPF_ATOMIC_OP, BPF_B,
                              BPF_CALL_REL, BPF_CALLX, BPF_CMPXCHG, BPF_DW, BPF_EMIT_CALL,
-                             BPF_EXIT_INSN, BPF_FETCH, BPF_H, BPF_JEQ, BPF_JGT, BPF_JLT,
+                             BPF_EXIT_INSN, BPF_FETCH, BPF_H, BPF_JEQ, BPF_JGE, BPF_JGT, BPF_JLT,
                              BPF_JMP32_A, BPF_JMP_A, BPF_JMP_IMM, BPF_JMP_REG, BPF_LD_ABS,
                              BPF_LD_IMM64, BPF_LD_IND, BPF_LDX_MEM, BPF_LDX_MEMSX,
                              BPF_MAY_GOTO_INSN, BPF_MOV64_IMM, BPF_MOV64_REG, BPF_ST_MEM,
@@ -40,7 +41,7 @@ def corpus():
         # a backward loop over the memory buffer
         [BPF_MOV64_IMM(0, 0), BPF_MOV64_REG(3, 1), BPF_MOV64_REG(4, 1),
          BPF_ALU64_REG(BPF_ADD, 4, 2),
-         BPF_JMP_REG(BPF_JGE := 0x30, 3, 4, 4),
+         BPF_JMP_REG(BPF_JGE, 3, 4, 4),
          BPF_LDX_MEM(BPF_B, 5, 3, 0), BPF_ALU64_REG(BPF_ADD, 0, 5),
          BPF_ALU64_IMM(BPF_ADD, 3, 1), BPF_JMP_A(-5), BPF_EXIT_INSN()],
         # recursion through bpf-to-bpf calls
@@ -191,19 +192,20 @@ def fuzz(seed: int, start: int, count: int, budget: int, show: bool = False) -> 
 
 # --- the tests (run the fuzzer in a subprocess) ---------------------------------------------
 
-def run_child(seed: int, count: int, budget: int = 10_000, timeout: float = 600):
-    cmd = [sys.executable, os.path.abspath(__file__), "--seed", str(seed), "--count",
+def run_child(seed: int, count: int, budget: int = 10_000, timeout: float = 600,
+              script: str = __file__):
+    """Run the fuzzer in a fresh interpreter; fail with a replay line if it dies."""
+    cmd = [sys.executable, os.path.abspath(script), "--seed", str(seed), "--count",
            str(count), "--budget", str(budget)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    lines = proc.stdout.split()
     if proc.returncode != 0:
         last = next((ln for ln in reversed(proc.stdout.splitlines()) if ln.isdigit()), "?")
         pytest.fail(f"fuzz child died (returncode {proc.returncode}) on seed {seed} program "
                     f"{last}; replay: python tests/test_vm_fuzz.py --seed {seed} --start {last} "
                     f"--count 1 --show\n--- stderr ---\n{proc.stderr[-4000:]}")
     stats = proc.stdout.splitlines()[-1]
-    assert stats.startswith("stats "), lines[-3:]
-    return eval(stats[6:])        # our own dict repr
+    assert stats.startswith("stats "), proc.stdout[-200:]
+    return ast.literal_eval(stats[6:])
 
 
 def test_fuzz_programs_never_crash_the_process():
@@ -221,12 +223,15 @@ def test_fuzz_programs_never_crash_the_process_long(seed):
 
 
 def test_a_crashing_child_is_reported_with_its_seed(tmp_path):
-    """The harness itself: a child killed by a signal fails with the replay line."""
+    """The harness itself: a child killed by a signal fails the test with the
+    seed and the index of the program it was running."""
     script = tmp_path / "crash.py"
-    script.write_text("import os, sys\nos.write(1, b'17\\n')\nimport ctypes\n"
-                      "ctypes.string_at(0)\n")
-    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True)
-    assert proc.returncode < 0 and proc.stdout.split()[-1] == "17"
+    script.write_text("import os, ctypes\nos.write(1, b'16\\n17\\n')\nctypes.string_at(0)\n")
+    with pytest.raises(pytest.fail.Exception) as info:
+        run_child(seed=9, count=1, script=str(script))
+    assert "seed 9 program 17; replay: python tests/test_vm_fuzz.py --seed 9 --start 17" \
+        in str(info.value)
+    assert "returncode -11" in str(info.value)
 
 
 if __name__ == "__main__":
