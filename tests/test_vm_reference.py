@@ -252,3 +252,17 @@ def test_generator_produces_the_interesting_shapes():
                                  for i in c[0])):
         case = find(programs(), wanted, settings=settings(max_examples=2000, deadline=None))
         check_same(*case)
+
+
+def test_reference_docstring_examples():
+    import doctest
+    res = doctest.testmod(reference)
+    assert res.attempted >= 3 and res.failed == 0
+
+
+def test_reference_faults_name_the_region_miss():
+    with pytest.raises(reference.ReferenceFault) as info:
+        reference.run([BPF_LDX_MEM(BPF_W, 0, 1, 6), BPF_EXIT_INSN()], mem=bytes(8))
+    e = info.value
+    assert (e.kind, e.pc, e.addr, e.size, e.write) == ("mem", 0, reference.MEM_ADDR + 6, 4, False)
+    assert str(e) == f"pc 0: mem: invalid read of 4 bytes at {reference.MEM_ADDR + 6:#x}"
