@@ -204,7 +204,8 @@ def load_error(code) -> ProgramError:
 
 
 @pytest.mark.parametrize("code, pc, msg", [
-    ([Insn(0xf7)], 0, "invalid BPF_ALU opcode f0"),
+    ([Insn(0xf7)], 0, "unknown opcode f7"),
+    ([Insn(0xe4), BPF_EXIT_INSN()], 0, "unknown opcode e4"),
     ([BPF_MOV64_IMM(0, 0), Insn(0xf5), BPF_EXIT_INSN()], 1, "unknown opcode f5"),
     ([Insn(0x60), BPF_EXIT_INSN()], 0, "unknown opcode 60"),
     ([BPF_RAW_INSN(BPF_JMP32 | BPF_CALL, 0, 0, 0, 1), BPF_EXIT_INSN()], 0, "unknown opcode 86"),
@@ -237,6 +238,9 @@ def load_error(code) -> ProgramError:
      "BPF_NEG uses reserved fields"),
     ([BPF_ENDIAN(BPF_TO_BE, 0, 8), BPF_EXIT_INSN()], 0, "BPF_END uses reserved fields"),
     ([BPF_RAW_INSN(BPF_ALU64 | BPF_END | BPF_TO_BE, 0, 0, 0, 16), BPF_EXIT_INSN()], 0,
+     "unknown opcode df"),
+    ([BPF_BSWAP(0, 8), BPF_EXIT_INSN()], 0, "BPF_END uses reserved fields"),
+    ([BPF_RAW_INSN(BPF_ALU | BPF_END, 0, 1, 0, 16), BPF_EXIT_INSN()], 0,
      "BPF_END uses reserved fields"),
     ([BPF_MOVSX64_REG(0, 1, 4), BPF_EXIT_INSN()], 0, "BPF_MOV uses reserved fields"),
     ([BPF_MOVSX32_REG(0, 1, 32), BPF_EXIT_INSN()], 0, "BPF_MOV uses reserved fields"),
