@@ -55,10 +55,13 @@ cdef inline bint _take(uint32_t *pc, int32_t target, uint64_t *count,
                        uint64_t budget) noexcept nogil:
     """Take a jump. `count` accumulates (block exit - block entry), so that
     executed = count + pc at any block boundary: exact counts, paid only on
-    taken jumps. Returns True when the budget is exhausted."""
+    taken jumps. Returns True (and does not jump: pc - 1 stays the jump)
+    when the budget is exhausted."""
+    if count[0] + pc[0] > budget:
+        return True
     count[0] += <uint64_t>pc[0] - <uint64_t><uint32_t>target
     pc[0] = <uint32_t>target
-    return count[0] + pc[0] > budget
+    return False
 
 
 cdef inline void _fault(vm_run *run, int status, uint32_t pc, uint64_t addr,
@@ -245,235 +248,235 @@ cdef uint64_t vm_exec(const vm_prog *prog, vm_run *run) noexcept nogil:
         # ---- JMP: conditions compare unsigned unless the name says S ------
         elif op == VM_JA or op == VM_JA32:
             if _take(&pc, ins.off, &count, budget):
-                _fault(run, VM_STATUS_ERR_BUDGET, pc, 0, 0, 0)
+                _fault(run, VM_STATUS_ERR_BUDGET, pc - 1, 0, 0, 0)
                 break
         elif op == VM_JEQ64_K:
             if reg[dst] == <uint64_t>ins.imm:
                 if _take(&pc, ins.off, &count, budget):
-                    _fault(run, VM_STATUS_ERR_BUDGET, pc, 0, 0, 0)
+                    _fault(run, VM_STATUS_ERR_BUDGET, pc - 1, 0, 0, 0)
                     break
         elif op == VM_JEQ64_X:
             if reg[dst] == reg[src]:
                 if _take(&pc, ins.off, &count, budget):
-                    _fault(run, VM_STATUS_ERR_BUDGET, pc, 0, 0, 0)
+                    _fault(run, VM_STATUS_ERR_BUDGET, pc - 1, 0, 0, 0)
                     break
         elif op == VM_JNE64_K:
             if reg[dst] != <uint64_t>ins.imm:
                 if _take(&pc, ins.off, &count, budget):
-                    _fault(run, VM_STATUS_ERR_BUDGET, pc, 0, 0, 0)
+                    _fault(run, VM_STATUS_ERR_BUDGET, pc - 1, 0, 0, 0)
                     break
         elif op == VM_JNE64_X:
             if reg[dst] != reg[src]:
                 if _take(&pc, ins.off, &count, budget):
-                    _fault(run, VM_STATUS_ERR_BUDGET, pc, 0, 0, 0)
+                    _fault(run, VM_STATUS_ERR_BUDGET, pc - 1, 0, 0, 0)
                     break
         elif op == VM_JGT64_K:
             if reg[dst] > <uint64_t>ins.imm:
                 if _take(&pc, ins.off, &count, budget):
-                    _fault(run, VM_STATUS_ERR_BUDGET, pc, 0, 0, 0)
+                    _fault(run, VM_STATUS_ERR_BUDGET, pc - 1, 0, 0, 0)
                     break
         elif op == VM_JGT64_X:
             if reg[dst] > reg[src]:
                 if _take(&pc, ins.off, &count, budget):
-                    _fault(run, VM_STATUS_ERR_BUDGET, pc, 0, 0, 0)
+                    _fault(run, VM_STATUS_ERR_BUDGET, pc - 1, 0, 0, 0)
                     break
         elif op == VM_JGE64_K:
             if reg[dst] >= <uint64_t>ins.imm:
                 if _take(&pc, ins.off, &count, budget):
-                    _fault(run, VM_STATUS_ERR_BUDGET, pc, 0, 0, 0)
+                    _fault(run, VM_STATUS_ERR_BUDGET, pc - 1, 0, 0, 0)
                     break
         elif op == VM_JGE64_X:
             if reg[dst] >= reg[src]:
                 if _take(&pc, ins.off, &count, budget):
-                    _fault(run, VM_STATUS_ERR_BUDGET, pc, 0, 0, 0)
+                    _fault(run, VM_STATUS_ERR_BUDGET, pc - 1, 0, 0, 0)
                     break
         elif op == VM_JLT64_K:
             if reg[dst] < <uint64_t>ins.imm:
                 if _take(&pc, ins.off, &count, budget):
-                    _fault(run, VM_STATUS_ERR_BUDGET, pc, 0, 0, 0)
+                    _fault(run, VM_STATUS_ERR_BUDGET, pc - 1, 0, 0, 0)
                     break
         elif op == VM_JLT64_X:
             if reg[dst] < reg[src]:
                 if _take(&pc, ins.off, &count, budget):
-                    _fault(run, VM_STATUS_ERR_BUDGET, pc, 0, 0, 0)
+                    _fault(run, VM_STATUS_ERR_BUDGET, pc - 1, 0, 0, 0)
                     break
         elif op == VM_JLE64_K:
             if reg[dst] <= <uint64_t>ins.imm:
                 if _take(&pc, ins.off, &count, budget):
-                    _fault(run, VM_STATUS_ERR_BUDGET, pc, 0, 0, 0)
+                    _fault(run, VM_STATUS_ERR_BUDGET, pc - 1, 0, 0, 0)
                     break
         elif op == VM_JLE64_X:
             if reg[dst] <= reg[src]:
                 if _take(&pc, ins.off, &count, budget):
-                    _fault(run, VM_STATUS_ERR_BUDGET, pc, 0, 0, 0)
+                    _fault(run, VM_STATUS_ERR_BUDGET, pc - 1, 0, 0, 0)
                     break
         elif op == VM_JSET64_K:
             if reg[dst] & <uint64_t>ins.imm:
                 if _take(&pc, ins.off, &count, budget):
-                    _fault(run, VM_STATUS_ERR_BUDGET, pc, 0, 0, 0)
+                    _fault(run, VM_STATUS_ERR_BUDGET, pc - 1, 0, 0, 0)
                     break
         elif op == VM_JSET64_X:
             if reg[dst] & reg[src]:
                 if _take(&pc, ins.off, &count, budget):
-                    _fault(run, VM_STATUS_ERR_BUDGET, pc, 0, 0, 0)
+                    _fault(run, VM_STATUS_ERR_BUDGET, pc - 1, 0, 0, 0)
                     break
         elif op == VM_JSGT64_K:
             if <int64_t>reg[dst] > ins.imm:
                 if _take(&pc, ins.off, &count, budget):
-                    _fault(run, VM_STATUS_ERR_BUDGET, pc, 0, 0, 0)
+                    _fault(run, VM_STATUS_ERR_BUDGET, pc - 1, 0, 0, 0)
                     break
         elif op == VM_JSGT64_X:
             if <int64_t>reg[dst] > <int64_t>reg[src]:
                 if _take(&pc, ins.off, &count, budget):
-                    _fault(run, VM_STATUS_ERR_BUDGET, pc, 0, 0, 0)
+                    _fault(run, VM_STATUS_ERR_BUDGET, pc - 1, 0, 0, 0)
                     break
         elif op == VM_JSGE64_K:
             if <int64_t>reg[dst] >= ins.imm:
                 if _take(&pc, ins.off, &count, budget):
-                    _fault(run, VM_STATUS_ERR_BUDGET, pc, 0, 0, 0)
+                    _fault(run, VM_STATUS_ERR_BUDGET, pc - 1, 0, 0, 0)
                     break
         elif op == VM_JSGE64_X:
             if <int64_t>reg[dst] >= <int64_t>reg[src]:
                 if _take(&pc, ins.off, &count, budget):
-                    _fault(run, VM_STATUS_ERR_BUDGET, pc, 0, 0, 0)
+                    _fault(run, VM_STATUS_ERR_BUDGET, pc - 1, 0, 0, 0)
                     break
         elif op == VM_JSLT64_K:
             if <int64_t>reg[dst] < ins.imm:
                 if _take(&pc, ins.off, &count, budget):
-                    _fault(run, VM_STATUS_ERR_BUDGET, pc, 0, 0, 0)
+                    _fault(run, VM_STATUS_ERR_BUDGET, pc - 1, 0, 0, 0)
                     break
         elif op == VM_JSLT64_X:
             if <int64_t>reg[dst] < <int64_t>reg[src]:
                 if _take(&pc, ins.off, &count, budget):
-                    _fault(run, VM_STATUS_ERR_BUDGET, pc, 0, 0, 0)
+                    _fault(run, VM_STATUS_ERR_BUDGET, pc - 1, 0, 0, 0)
                     break
         elif op == VM_JSLE64_K:
             if <int64_t>reg[dst] <= ins.imm:
                 if _take(&pc, ins.off, &count, budget):
-                    _fault(run, VM_STATUS_ERR_BUDGET, pc, 0, 0, 0)
+                    _fault(run, VM_STATUS_ERR_BUDGET, pc - 1, 0, 0, 0)
                     break
         elif op == VM_JSLE64_X:
             if <int64_t>reg[dst] <= <int64_t>reg[src]:
                 if _take(&pc, ins.off, &count, budget):
-                    _fault(run, VM_STATUS_ERR_BUDGET, pc, 0, 0, 0)
+                    _fault(run, VM_STATUS_ERR_BUDGET, pc - 1, 0, 0, 0)
                     break
         # ---- JMP32: the same on the low 32 bits ---------------------------
         elif op == VM_JEQ32_K:
             if <uint32_t>reg[dst] == <uint32_t>ins.imm:
                 if _take(&pc, ins.off, &count, budget):
-                    _fault(run, VM_STATUS_ERR_BUDGET, pc, 0, 0, 0)
+                    _fault(run, VM_STATUS_ERR_BUDGET, pc - 1, 0, 0, 0)
                     break
         elif op == VM_JEQ32_X:
             if <uint32_t>reg[dst] == <uint32_t>reg[src]:
                 if _take(&pc, ins.off, &count, budget):
-                    _fault(run, VM_STATUS_ERR_BUDGET, pc, 0, 0, 0)
+                    _fault(run, VM_STATUS_ERR_BUDGET, pc - 1, 0, 0, 0)
                     break
         elif op == VM_JNE32_K:
             if <uint32_t>reg[dst] != <uint32_t>ins.imm:
                 if _take(&pc, ins.off, &count, budget):
-                    _fault(run, VM_STATUS_ERR_BUDGET, pc, 0, 0, 0)
+                    _fault(run, VM_STATUS_ERR_BUDGET, pc - 1, 0, 0, 0)
                     break
         elif op == VM_JNE32_X:
             if <uint32_t>reg[dst] != <uint32_t>reg[src]:
                 if _take(&pc, ins.off, &count, budget):
-                    _fault(run, VM_STATUS_ERR_BUDGET, pc, 0, 0, 0)
+                    _fault(run, VM_STATUS_ERR_BUDGET, pc - 1, 0, 0, 0)
                     break
         elif op == VM_JGT32_K:
             if <uint32_t>reg[dst] > <uint32_t>ins.imm:
                 if _take(&pc, ins.off, &count, budget):
-                    _fault(run, VM_STATUS_ERR_BUDGET, pc, 0, 0, 0)
+                    _fault(run, VM_STATUS_ERR_BUDGET, pc - 1, 0, 0, 0)
                     break
         elif op == VM_JGT32_X:
             if <uint32_t>reg[dst] > <uint32_t>reg[src]:
                 if _take(&pc, ins.off, &count, budget):
-                    _fault(run, VM_STATUS_ERR_BUDGET, pc, 0, 0, 0)
+                    _fault(run, VM_STATUS_ERR_BUDGET, pc - 1, 0, 0, 0)
                     break
         elif op == VM_JGE32_K:
             if <uint32_t>reg[dst] >= <uint32_t>ins.imm:
                 if _take(&pc, ins.off, &count, budget):
-                    _fault(run, VM_STATUS_ERR_BUDGET, pc, 0, 0, 0)
+                    _fault(run, VM_STATUS_ERR_BUDGET, pc - 1, 0, 0, 0)
                     break
         elif op == VM_JGE32_X:
             if <uint32_t>reg[dst] >= <uint32_t>reg[src]:
                 if _take(&pc, ins.off, &count, budget):
-                    _fault(run, VM_STATUS_ERR_BUDGET, pc, 0, 0, 0)
+                    _fault(run, VM_STATUS_ERR_BUDGET, pc - 1, 0, 0, 0)
                     break
         elif op == VM_JLT32_K:
             if <uint32_t>reg[dst] < <uint32_t>ins.imm:
                 if _take(&pc, ins.off, &count, budget):
-                    _fault(run, VM_STATUS_ERR_BUDGET, pc, 0, 0, 0)
+                    _fault(run, VM_STATUS_ERR_BUDGET, pc - 1, 0, 0, 0)
                     break
         elif op == VM_JLT32_X:
             if <uint32_t>reg[dst] < <uint32_t>reg[src]:
                 if _take(&pc, ins.off, &count, budget):
-                    _fault(run, VM_STATUS_ERR_BUDGET, pc, 0, 0, 0)
+                    _fault(run, VM_STATUS_ERR_BUDGET, pc - 1, 0, 0, 0)
                     break
         elif op == VM_JLE32_K:
             if <uint32_t>reg[dst] <= <uint32_t>ins.imm:
                 if _take(&pc, ins.off, &count, budget):
-                    _fault(run, VM_STATUS_ERR_BUDGET, pc, 0, 0, 0)
+                    _fault(run, VM_STATUS_ERR_BUDGET, pc - 1, 0, 0, 0)
                     break
         elif op == VM_JLE32_X:
             if <uint32_t>reg[dst] <= <uint32_t>reg[src]:
                 if _take(&pc, ins.off, &count, budget):
-                    _fault(run, VM_STATUS_ERR_BUDGET, pc, 0, 0, 0)
+                    _fault(run, VM_STATUS_ERR_BUDGET, pc - 1, 0, 0, 0)
                     break
         elif op == VM_JSET32_K:
             if <uint32_t>reg[dst] & <uint32_t>ins.imm:
                 if _take(&pc, ins.off, &count, budget):
-                    _fault(run, VM_STATUS_ERR_BUDGET, pc, 0, 0, 0)
+                    _fault(run, VM_STATUS_ERR_BUDGET, pc - 1, 0, 0, 0)
                     break
         elif op == VM_JSET32_X:
             if <uint32_t>reg[dst] & <uint32_t>reg[src]:
                 if _take(&pc, ins.off, &count, budget):
-                    _fault(run, VM_STATUS_ERR_BUDGET, pc, 0, 0, 0)
+                    _fault(run, VM_STATUS_ERR_BUDGET, pc - 1, 0, 0, 0)
                     break
         elif op == VM_JSGT32_K:
             if <int32_t>reg[dst] > <int32_t>ins.imm:
                 if _take(&pc, ins.off, &count, budget):
-                    _fault(run, VM_STATUS_ERR_BUDGET, pc, 0, 0, 0)
+                    _fault(run, VM_STATUS_ERR_BUDGET, pc - 1, 0, 0, 0)
                     break
         elif op == VM_JSGT32_X:
             if <int32_t>reg[dst] > <int32_t>reg[src]:
                 if _take(&pc, ins.off, &count, budget):
-                    _fault(run, VM_STATUS_ERR_BUDGET, pc, 0, 0, 0)
+                    _fault(run, VM_STATUS_ERR_BUDGET, pc - 1, 0, 0, 0)
                     break
         elif op == VM_JSGE32_K:
             if <int32_t>reg[dst] >= <int32_t>ins.imm:
                 if _take(&pc, ins.off, &count, budget):
-                    _fault(run, VM_STATUS_ERR_BUDGET, pc, 0, 0, 0)
+                    _fault(run, VM_STATUS_ERR_BUDGET, pc - 1, 0, 0, 0)
                     break
         elif op == VM_JSGE32_X:
             if <int32_t>reg[dst] >= <int32_t>reg[src]:
                 if _take(&pc, ins.off, &count, budget):
-                    _fault(run, VM_STATUS_ERR_BUDGET, pc, 0, 0, 0)
+                    _fault(run, VM_STATUS_ERR_BUDGET, pc - 1, 0, 0, 0)
                     break
         elif op == VM_JSLT32_K:
             if <int32_t>reg[dst] < <int32_t>ins.imm:
                 if _take(&pc, ins.off, &count, budget):
-                    _fault(run, VM_STATUS_ERR_BUDGET, pc, 0, 0, 0)
+                    _fault(run, VM_STATUS_ERR_BUDGET, pc - 1, 0, 0, 0)
                     break
         elif op == VM_JSLT32_X:
             if <int32_t>reg[dst] < <int32_t>reg[src]:
                 if _take(&pc, ins.off, &count, budget):
-                    _fault(run, VM_STATUS_ERR_BUDGET, pc, 0, 0, 0)
+                    _fault(run, VM_STATUS_ERR_BUDGET, pc - 1, 0, 0, 0)
                     break
         elif op == VM_JSLE32_K:
             if <int32_t>reg[dst] <= <int32_t>ins.imm:
                 if _take(&pc, ins.off, &count, budget):
-                    _fault(run, VM_STATUS_ERR_BUDGET, pc, 0, 0, 0)
+                    _fault(run, VM_STATUS_ERR_BUDGET, pc - 1, 0, 0, 0)
                     break
         elif op == VM_JSLE32_X:
             if <int32_t>reg[dst] <= <int32_t>reg[src]:
                 if _take(&pc, ins.off, &count, budget):
-                    _fault(run, VM_STATUS_ERR_BUDGET, pc, 0, 0, 0)
+                    _fault(run, VM_STATUS_ERR_BUDGET, pc - 1, 0, 0, 0)
                     break
         elif op == VM_MAY_GOTO:
             # The kernel gives each frame BPF_MAX_LOOPS may_goto passes.
             if loops[depth]:
                 loops[depth] -= 1
             elif _take(&pc, ins.off, &count, budget):
-                _fault(run, VM_STATUS_ERR_BUDGET, pc, 0, 0, 0)
+                _fault(run, VM_STATUS_ERR_BUDGET, pc - 1, 0, 0, 0)
                 break
         # ---- calls and exit ------------------------------------------------
         elif op == VM_CALL_HELPER:
@@ -509,10 +512,12 @@ cdef uint64_t vm_exec(const vm_prog *prog, vm_run *run) noexcept nogil:
             loops[depth] = VM_MAX_LOOPS
             reg[10] = stack_top - <uint64_t>depth * UBPF_STACK_SIZE
             if _take(&pc, ins.off, &count, budget):
-                _fault(run, VM_STATUS_ERR_BUDGET, pc, 0, 0, 0)
+                _fault(run, VM_STATUS_ERR_BUDGET, pc - 1, 0, 0, 0)
                 break
         elif op == VM_EXIT:
             if depth == 0:
+                if count + pc > budget:     # a long straight run past the budget
+                    _fault(run, VM_STATUS_ERR_BUDGET, pc - 1, 0, 0, 0)
                 break
             depth -= 1
             reg[6] = frames[depth].saved[0]
@@ -521,7 +526,7 @@ cdef uint64_t vm_exec(const vm_prog *prog, vm_run *run) noexcept nogil:
             reg[9] = frames[depth].saved[3]
             reg[10] = frames[depth].fp
             if _take(&pc, <int32_t>frames[depth].ret, &count, budget):
-                _fault(run, VM_STATUS_ERR_BUDGET, pc, 0, 0, 0)
+                _fault(run, VM_STATUS_ERR_BUDGET, pc - 1, 0, 0, 0)
                 break
         # ---- loads and stores ---------------------------------------------
         elif op == VM_LDDW:

@@ -192,7 +192,9 @@ class Program:
     :mod:`userbpf.asm`) or a list of instructions. ``helpers`` maps helper
     ids to Python callables ``f(r1, r2, r3, r4, r5) -> int`` or C helper
     capsules; they extend the built-in ones. ``budget`` caps the
-    instructions one run may execute (0: no cap). ``maps`` (fd -> map
+    instructions one run may execute (0: no cap): it is checked at taken
+    jumps, calls and the final exit, so a loop stops at the jump that
+    crosses it and a straight run past it ends in BudgetExceeded. ``maps`` (fd -> map
     storage) and ``fd_array`` resolve ``lddw`` map references.
 
     >>> p = Program("r0 = *(u8 *)(r1 + 1)\\nexit")
