@@ -235,3 +235,13 @@ def test_deepest_frame_stack_is_usable_and_distinct():
 def test_call_depth_resets_between_runs():
     p = Program(recursion(6))
     assert [p.run() for _ in range(3)] == [21, 21, 21]
+
+
+def test_keyboard_interrupt_in_a_helper_propagates_as_itself():
+    """Ctrl-C inside a Python helper stops the run and reaches the caller
+    unchanged (only Exception subclasses become HelperError)."""
+    def interrupt(*args):
+        raise KeyboardInterrupt
+    p = Program([BPF_EMIT_CALL(1000), BPF_EXIT_INSN()], helpers={1000: interrupt})
+    with pytest.raises(KeyboardInterrupt):
+        p.run()

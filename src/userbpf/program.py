@@ -298,6 +298,8 @@ class Program:
             return HelperError(f"map helper called with r1={addr:#x}, which is not a map "
                                "this program references", pc, text)
         if status == _vm.STATUS_ERR_PYTHON:
+            if not isinstance(exc, Exception):      # KeyboardInterrupt, SystemExit: as they are
+                return exc
             err = HelperError(f"helper raised {type(exc).__name__}: {exc}", pc, text)
             err.__cause__ = exc
             return err
