@@ -51,6 +51,11 @@ cdef struct vm_frame:
     uint32_t ret             # decoded index to return to
 
 
+# classic BPF's negative LD_ABS/LD_IND offsets (linux/filter.h)
+cdef enum:
+    SKF_NET_OFF = -0x100000
+
+
 cdef inline bint _take(uint32_t *pc, int32_t target, uint64_t *count,
                        uint64_t budget) noexcept nogil:
     """Take a jump. `count` accumulates (block exit - block entry), so that
@@ -628,6 +633,9 @@ cdef uint64_t vm_exec(const vm_prog *prog, vm_run *run) noexcept nogil:
                 o = <int32_t>ins.imm
             else:
                 o = <int32_t>(<uint32_t>reg[src] + <uint32_t>ins.imm)
+            if o < 0 and o >= SKF_NET_OFF:
+                o -= SKF_NET_OFF        # classic BPF's "network header + k": the packet is
+                                        # the network header on (no link layer is modelled)
             if o < 0 or <uint64_t>o + ins.size > run.pkt_len:
                 reg[0] = 0
                 break

@@ -15,7 +15,7 @@ compare r0, the registers and memory. Every operation is a small table entry
   calls and a ninth frame is refused;
 - memory is a table of regions (the stack and the ``mem`` buffer at fixed
   fake addresses); any access outside them raises :class:`ReferenceFault`;
-- ``LD_ABS``/``LD_IND`` read ``mem`` big-endian; out of range ends the run
+- ``LD_ABS``/``LD_IND`` read ``mem`` big-endian (``SKF_NET_OFF + k`` is ``mem[k]``); out of range ends the run
   with r0 = 0;
 - ``may_goto`` falls through ``MAX_LOOPS`` times per frame, then jumps.
 
@@ -45,6 +45,7 @@ MASK32 = (1 << 32) - 1
 FRAME_SIZE = isa.STACK_SIZE                 # 512
 MAX_FRAMES = isa.MAX_CALL_FRAMES            # 8
 MAX_LOOPS = 8 * 1024 * 1024                 # BPF_MAX_LOOPS: may_goto passes per frame
+SKF_NET_OFF = -0x100000                     # classic BPF: LD_ABS/LD_IND at network header + k
 STACK_ADDR = 0x1000_0000                    # where the (fake) stack region starts
 MEM_ADDR = 0x2000_0000                      # where the (fake) mem buffer starts
 DEFAULT_BUDGET = 10_000_000
@@ -331,6 +332,8 @@ class Machine:
         if mode in (Mode.ABS, Mode.IND):        # legacy packet loads, big-endian
             off = x.imm if mode == Mode.ABS else signed(self.reg[x.src] + x.imm, 32)
             pkt = self.mem if self.mem is not None else b""
+            if SKF_NET_OFF <= off < 0:          # "network header + k": mem starts there
+                off -= SKF_NET_OFF
             if off < 0 or off + size > len(pkt):
                 self.reg[0] = 0                 # the kernel ends the program with 0
                 self.done = True
