@@ -32,10 +32,12 @@ cdef enum:
 
 include "maps/array.pxi"
 include "maps/hash.pxi"
+include "maps/lru.pxi"
 include "maps/helpers.pxi"
 
 # map type numbers, as enum bpf_map_type
 _HASH, _ARRAY, _PERCPU_HASH, _PERCPU_ARRAY = 1, 2, 5, 6
+_LRU_HASH, _LRU_PERCPU_HASH = 9, 10
 
 
 cdef class MapCore:
@@ -70,6 +72,10 @@ cdef class MapCore:
             if not seed:
                 seed = int.from_bytes(_os.urandom(8), "little") | 1
             hash_init(m, map_type == _PERCPU_HASH, seed)
+        elif map_type == _LRU_HASH or map_type == _LRU_PERCPU_HASH:
+            if not seed:
+                seed = int.from_bytes(_os.urandom(8), "little") | 1
+            lru_init(m, map_type == _LRU_PERCPU_HASH, seed)
         else:
             raise NotImplementedError(f"map type {map_type} has no C storage yet")
 
@@ -120,7 +126,7 @@ cdef class MapCore:
     @property
     def sys_value_size(self):
         """Bytes of a value as user space sees it (all CPUs for per-CPU maps)."""
-        if self.map.map_type in (_PERCPU_HASH, _PERCPU_ARRAY):
+        if self.map.map_type in (_PERCPU_HASH, _PERCPU_ARRAY, _LRU_PERCPU_HASH):
             return ((self.map.value_size + 7) & ~7u) * self.map.ncpus
         return self.map.value_size
 
