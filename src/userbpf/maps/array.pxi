@@ -50,10 +50,10 @@ cdef long array_update(ubpf_map *m, const void *key, const void *value, uint64_t
     cdef long err = _array_check_update(m, idx, flags)
     cdef array_impl *a = <array_impl *>m.impl
     cdef ubpf_spinlock *lock
-    if err:
-        return err
     if a.percpu and cpu >= m.ncpus:     # would write past the map's memory
         return -EINVAL
+    if err:
+        return err
     lock = &a.locks[idx % ARRAY_LOCK_STRIPES]
     ubpf_spin_lock(lock)
     memcpy(_array_elem(m, idx, cpu), value, m.value_size)
