@@ -281,6 +281,17 @@ def make_machine(map_type: int, *, key_size: int = 4, value_size: int = 8,
                     self.core.lookup_and_delete(key, BPF_F_LOCK)
                 assert e.value.errno == errno.EINVAL
 
+        if map_type in LRU:
+            @rule(key=keys, value=sys_values, cpu=cpus)
+            def touch_oldest_then_insert(self, key, value, cpu):
+                """Aimed at eviction order: a program looks up list 0's least
+                recently used key, then a new key arrives on list 0."""
+                lst = self.model.lists[0]
+                if key in self.model.data or not lst:
+                    return
+                self.program_lookup(next(iter(lst)), cpu)
+                self.update(key, value, BPF_ANY)
+
         @rule(key=keys)
         def next_of_absent_key_is_first(self, key):
             if key in self.model.data:

@@ -22,10 +22,10 @@ from mapmodel import (ARRAY, BPF_EXIST, BPF_F_NO_COMMON_LRU, BPF_NOEXIST,
 SM = settings(max_examples=40, stateful_step_count=50, deadline=None,
               suppress_health_check=[HealthCheck.too_slow])
 
-TestLruMachine = make_machine(LRU_HASH, key_size=5, max_entries=5, nkeys=9).TestCase
+TestLruMachine = make_machine(LRU_HASH, key_size=5, max_entries=3, nkeys=5).TestCase
 TestLruMachine.settings = SM
-TestLruPercpuMachine = make_machine(LRU_PERCPU_HASH, value_size=12, max_entries=4, ncpus=2,
-                                    nkeys=7).TestCase
+TestLruPercpuMachine = make_machine(LRU_PERCPU_HASH, value_size=12, max_entries=3, ncpus=2,
+                                    nkeys=5).TestCase
 TestLruPercpuMachine.settings = SM
 TestLruPerCpuListsMachine = make_machine(LRU_HASH, max_entries=5, ncpus=2, nkeys=9,
                                          map_flags=BPF_F_NO_COMMON_LRU).TestCase
