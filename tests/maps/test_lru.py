@@ -348,3 +348,13 @@ def check_refill(table):
         value = key.to_bytes(8, "little") + cpu.to_bytes(8, "little")
         assert upd.run(mem_for(k(key), value), cpu=cpu) == 0
     assert keyset(table) == set(fresh)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("flags", [0, BPF_F_NO_COMMON_LRU])
+def test_threads_on_a_small_lru_long(flags):
+    """The long version: 4 x 500k runs churning a 64-element LRU."""
+    table = MapCore(LRU_HASH, 4, 16, 64, flags, 4)
+    run_threads(table, runs=500_000, delete_older=True)
+    assert len(entries(table)) <= 64
+    check_refill(table)
