@@ -270,9 +270,11 @@ def run_threads(table, *, threads=4, runs=20000, delete_older=False):
     code = counter_program(delete_older)
     progs = [Program(code, maps={COUNTERS: counters, TABLE: table}) for _ in range(threads)]
     errors = []
+    start = threading.Barrier(threads)      # all threads in the maps at once
 
     def work(tid):
         try:
+            start.wait()
             progs[tid].run_batch(bytearray(tid.to_bytes(8, "little")), runs, cpu=tid)
         except BaseException as e:        # reported below, not lost in the thread
             errors.append(e)
@@ -329,8 +331,8 @@ def test_threads_on_an_lru(map_type, flags):
 @pytest.mark.parametrize("map_type,flags", [(LRU_HASH, 0), (LRU_HASH, BPF_F_NO_COMMON_LRU),
                                             (HASH, 0)])
 def test_threads_insert_look_up_and_delete(map_type, flags):
-    table = MapCore(map_type, 4, 16, 256 if map_type != HASH else 80000, flags, 4)
-    run_threads(table, delete_older=True)
+    table = MapCore(map_type, 4, 16, 64 if map_type != HASH else 80000, flags, 4)
+    run_threads(table, runs=100_000 if map_type != HASH else 20000, delete_older=True)
     got = entries(table)
     assert len(got) <= table.max_entries
     if map_type != HASH:

@@ -196,8 +196,8 @@ cdef long _lru_update(ubpf_map *m, const void *key, const void *value, uint64_t 
         # Another thread inserted the key meanwhile: give the element back
         # and apply the flags to that one.
         ubpf_spin_unlock(&t.locks[b])
-        ubpf_spin_unlock(&L.lock)
         _hash_free_elem(t, e)
+        ubpf_spin_unlock(&L.lock)
 
 
 cdef long lru_update(ubpf_map *m, const void *key, const void *value, uint64_t flags,
@@ -238,8 +238,10 @@ cdef long _lru_delete(ubpf_map *m, const void *key, void *value_out) noexcept no
             l.gen[e - 1] += 1
             ubpf_spin_unlock(&t.locks[b])
             _lru_unlink(l, L, e - 1)
-            ubpf_spin_unlock(&L.lock)
+            # Back to the pool before L is released: once L's count drops,
+            # an insert under L counts on finding a free element.
             _hash_free_elem(t, e - 1)
+            ubpf_spin_unlock(&L.lock)
             return 0
         ubpf_spin_unlock(&t.locks[b])
         ubpf_spin_unlock(&L.lock)
