@@ -46,12 +46,14 @@ include "maps/queue_stack.pxi"
 include "maps/bloom.pxi"
 include "maps/ringbuf.pxi"
 include "maps/lpm_trie.pxi"
+include "maps/lru.pxi"
 include "maps/helpers.pxi"
 
 # map type numbers, as enum bpf_map_type
 _HASH, _ARRAY, _PERCPU_HASH, _PERCPU_ARRAY = 1, 2, 5, 6
 _QUEUE, _STACK, _RINGBUF, _BLOOM_FILTER = 22, 23, 27, 30
 _LPM_TRIE = 11
+_LRU_HASH, _LRU_PERCPU_HASH = 9, 10
 
 
 cdef class MapCore:
@@ -105,6 +107,10 @@ cdef class MapCore:
             ringbuf_init(m)
         elif map_type == _LPM_TRIE:
             lpm_init(m)
+        elif map_type == _LRU_HASH or map_type == _LRU_PERCPU_HASH:
+            if not seed:
+                seed = int.from_bytes(_os.urandom(8), "little") | 1
+            lru_init(m, map_type == _LRU_PERCPU_HASH, seed)
         else:
             raise NotImplementedError(f"map type {map_type} has no C storage yet")
 
@@ -155,7 +161,7 @@ cdef class MapCore:
     @property
     def sys_value_size(self):
         """Bytes of a value as user space sees it (all CPUs for per-CPU maps)."""
-        if self.map.map_type in (_PERCPU_HASH, _PERCPU_ARRAY):
+        if self.map.map_type in (_PERCPU_HASH, _PERCPU_ARRAY, _LRU_PERCPU_HASH):
             return ((self.map.value_size + 7) & ~7u) * self.map.ncpus
         return self.map.value_size
 

@@ -28,6 +28,8 @@ cdef void *array_lookup(ubpf_map *m, const void *key, uint32_t cpu) noexcept nog
     cdef uint32_t idx = _key_u32(key)
     if idx >= m.max_entries:
         return NULL
+    if (<array_impl *>m.impl).percpu and cpu >= m.ncpus:   # run(cpu=...) beyond the map's CPUs
+        return NULL
     return _array_elem(m, idx, cpu)
 
 
@@ -48,6 +50,8 @@ cdef long array_update(ubpf_map *m, const void *key, const void *value, uint64_t
     cdef long err = _array_check_update(m, idx, flags)
     cdef array_impl *a = <array_impl *>m.impl
     cdef ubpf_spinlock *lock
+    if a.percpu and cpu >= m.ncpus:     # would write past the map's memory
+        return -EINVAL
     if err:
         return err
     lock = &a.locks[idx % ARRAY_LOCK_STRIPES]

@@ -135,11 +135,40 @@ cdef inline uint32_t _hash_find(ubpf_map *m, hash_impl *t, uint32_t b, uint32_t 
     return 0
 
 
+cdef inline void _hash_store_value(ubpf_map *m, hash_impl *t, uint32_t e, const void *value,
+                                   uint32_t cpu, bint allcpus, bint fresh) noexcept nogil:
+    """Write an update's value into element e. allcpus: value holds ncpus
+    values of stride bytes (user space); otherwise one value for `cpu` (a
+    program), and a program's new per-CPU element is zero on the other CPUs."""
+    cdef uint32_t c
+    if not t.percpu:
+        memcpy(_hvalue(t, e, 0), value, m.value_size)
+    elif allcpus:
+        for c in range(m.ncpus):
+            memcpy(_hvalue(t, e, c), <const uint8_t *>value + c * t.stride, m.value_size)
+    else:
+        if fresh:
+            memset(_hvalue(t, e, 0), 0, t.elem_bytes)
+        memcpy(_hvalue(t, e, cpu), value, m.value_size)
+
+
+cdef inline void _hash_copy_out(ubpf_map *m, hash_impl *t, uint32_t e, void *out) noexcept nogil:
+    """Element e's value as user space sees it (every CPU's, stride apart)."""
+    cdef uint32_t c
+    if t.percpu:
+        for c in range(m.ncpus):
+            memcpy(<uint8_t *>out + c * t.stride, _hvalue(t, e, c), t.stride)
+    else:
+        memcpy(out, _hvalue(t, e, 0), m.value_size)
+
+
 cdef void *hash_lookup(ubpf_map *m, const void *key, uint32_t cpu) noexcept nogil:
     cdef hash_impl *t = <hash_impl *>m.impl
     cdef uint32_t h = <uint32_t>_hash_bytes(<const uint8_t *>key, m.key_size, t.seed)
     cdef uint32_t b = h & (t.nbuckets - 1)
     cdef uint32_t e
+    if t.percpu and cpu >= m.ncpus:     # run(cpu=...) beyond the map's CPUs
+        return NULL
     ubpf_spin_lock(&t.locks[b])
     e = _hash_find(m, t, b, h, key, NULL)
     ubpf_spin_unlock(&t.locks[b])
@@ -155,10 +184,12 @@ cdef long _hash_update(ubpf_map *m, const void *key, const void *value, uint64_t
     cdef hash_impl *t = <hash_impl *>m.impl
     cdef uint32_t h = <uint32_t>_hash_bytes(<const uint8_t *>key, m.key_size, t.seed)
     cdef uint32_t b = h & (t.nbuckets - 1)
-    cdef uint32_t e, c
+    cdef uint32_t e
     cdef long err
     cdef bint fresh = False
     if (flags & ~BPF_F_LOCK) > BPF_EXIST or (flags & BPF_F_LOCK):
+        return -EINVAL
+    if t.percpu and not allcpus and cpu >= m.ncpus:    # would write past the element
         return -EINVAL
     ubpf_spin_lock(&t.locks[b])
     e = _hash_find(m, t, b, h, key, NULL)
@@ -177,15 +208,7 @@ cdef long _hash_update(ubpf_map *m, const void *key, const void *value, uint64_t
         fresh = True
         memcpy(_hkey(m, t, e - 1), key, m.key_size)
         _chunk(t, e - 1).hash[(e - 1) % t.chunk_elems] = h
-    if not t.percpu:
-        memcpy(_hvalue(t, e - 1, 0), value, m.value_size)
-    elif allcpus:
-        for c in range(m.ncpus):
-            memcpy(_hvalue(t, e - 1, c), <const uint8_t *>value + c * t.stride, m.value_size)
-    else:
-        if fresh:       # a program's new element: its CPU gets the value, others zero
-            memset(_hvalue(t, e - 1, 0), 0, t.elem_bytes)
-        memcpy(_hvalue(t, e - 1, cpu), value, m.value_size)
+    _hash_store_value(m, t, e - 1, value, cpu, allcpus, fresh)
     if fresh:           # link last, once the element is complete
         _hnext(t, e - 1)[0] = t.heads[b]
         t.heads[b] = e
@@ -208,18 +231,14 @@ cdef long _hash_delete(ubpf_map *m, const void *key, void *value_out) noexcept n
     cdef uint32_t h = <uint32_t>_hash_bytes(<const uint8_t *>key, m.key_size, t.seed)
     cdef uint32_t b = h & (t.nbuckets - 1)
     cdef uint32_t *link = NULL
-    cdef uint32_t e, c
+    cdef uint32_t e
     ubpf_spin_lock(&t.locks[b])
     e = _hash_find(m, t, b, h, key, &link)
     if not e:
         ubpf_spin_unlock(&t.locks[b])
         return -ENOENT
     if value_out != NULL:
-        if t.percpu:
-            for c in range(m.ncpus):
-                memcpy(<uint8_t *>value_out + c * t.stride, _hvalue(t, e - 1, c), t.stride)
-        else:
-            memcpy(value_out, _hvalue(t, e - 1, 0), m.value_size)
+        _hash_copy_out(m, t, e - 1, value_out)
     link[0] = _hnext(t, e - 1)[0]
     ubpf_spin_unlock(&t.locks[b])
     _hash_free_elem(t, e - 1)
@@ -242,17 +261,13 @@ cdef long hash_sys_lookup(ubpf_map *m, const void *key, void *value,
     cdef hash_impl *t = <hash_impl *>m.impl
     cdef uint32_t h = <uint32_t>_hash_bytes(<const uint8_t *>key, m.key_size, t.seed)
     cdef uint32_t b = h & (t.nbuckets - 1)
-    cdef uint32_t e, c
+    cdef uint32_t e
     if flags:
         return -EINVAL
     ubpf_spin_lock(&t.locks[b])
     e = _hash_find(m, t, b, h, key, NULL)
     if e:
-        if t.percpu:
-            for c in range(m.ncpus):
-                memcpy(<uint8_t *>value + c * t.stride, _hvalue(t, e - 1, c), t.stride)
-        else:
-            memcpy(value, _hvalue(t, e - 1, 0), m.value_size)
+        _hash_copy_out(m, t, e - 1, value)
     ubpf_spin_unlock(&t.locks[b])
     return 0 if e else -ENOENT
 
@@ -333,8 +348,9 @@ HASH_OPS.contains = hash_contains
 HASH_OPS.destroy = hash_destroy
 
 
-cdef int hash_init(ubpf_map *m, bint percpu, uint64_t seed) except -1:
-    cdef hash_impl *t = <hash_impl *>calloc(1, sizeof(hash_impl))
+cdef int hash_init(ubpf_map *m, bint percpu, uint64_t seed, size_t impl_bytes=0) except -1:
+    """impl_bytes: the size of a struct that starts with a hash_impl (LRU maps)."""
+    cdef hash_impl *t = <hash_impl *>calloc(1, impl_bytes if impl_bytes else sizeof(hash_impl))
     cdef uint32_t nb = 1
     cdef uint32_t nchunks
     if t == NULL:
