@@ -140,9 +140,6 @@ def test_percpu_value_is_ncpus_rounded_slots(k, map_type):
 
 
 @pytest.mark.parametrize("map_type", [MapType.PERCPU_HASH, MapType.PERCPU_ARRAY], ids=name)
-@pytest.mark.xfail(strict=True, reason="the kernel copies whole round_up(value_size, 8) per-CPU "
-                   "slots (copy_map_value_long), so padding bytes written from user space are "
-                   "read back; userbpf stores value_size bytes and reads zero padding")
 def test_percpu_padding_bytes_are_kept(k, map_type):
     fd = new(k, map_type, value_size=5)
     v = bytes(range(1, 8 * NCPUS + 1))

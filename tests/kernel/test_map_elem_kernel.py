@@ -8,10 +8,9 @@ same things. Hash iteration order depends on the hash function, so for hash
 maps iteration is compared as a set (each side's get_next_key must name a
 key that side holds); array iteration order is compared exactly.
 
-Two known differences are kept out of the random sequences and pinned as
-strict xfails in test_map_elem.py: per-CPU padding bytes, and the errno of
-LOOKUP_AND_DELETE on arrays (ENOTSUPP vs EOPNOTSUPP). MAP_DELETE_ELEM is
-always given flags 0 (its flags check is missing, also an xfail there).
+Per-CPU padding bytes, LOOKUP_AND_DELETE on arrays and MAP_DELETE_ELEM
+flags have their own tests in test_map_elem.py (and the kernel's answers
+are pinned in test_kernel_errnos_behind_the_xfails below).
 """
 from __future__ import annotations
 

@@ -74,8 +74,9 @@ cdef long array_sys_update(ubpf_map *m, const void *key, const void *value,
     ubpf_spin_lock(lock)
     if a.percpu:
         for cpu in range(m.ncpus):
+            # whole 8-byte-rounded slots, padding too (the kernel's copy_map_value_long)
             memcpy(_array_elem(m, idx, cpu), <const uint8_t *>value + cpu * a.stride,
-                   m.value_size)
+                   a.stride)
     else:
         memcpy(_array_elem(m, idx, 0), value, m.value_size)
     ubpf_spin_unlock(lock)

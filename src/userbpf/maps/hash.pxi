@@ -145,7 +145,8 @@ cdef inline void _hash_store_value(ubpf_map *m, hash_impl *t, uint32_t e, const 
         memcpy(_hvalue(t, e, 0), value, m.value_size)
     elif allcpus:
         for c in range(m.ncpus):
-            memcpy(_hvalue(t, e, c), <const uint8_t *>value + c * t.stride, m.value_size)
+            # whole slots, padding too (the kernel's copy_map_value_long)
+            memcpy(_hvalue(t, e, c), <const uint8_t *>value + c * t.stride, t.stride)
     else:
         if fresh:
             memset(_hvalue(t, e, 0), 0, t.elem_bytes)
