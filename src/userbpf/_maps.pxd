@@ -7,3 +7,4 @@ cdef class MapCore:
     cdef object __weakref__
     cdef int _ensure_alive(self) except -1
     cdef bytes _key(self, key)
+    cdef void *_hash(self) except NULL

@@ -240,6 +240,49 @@ cdef class MapCore:
             raise OSError(-err, _os.strerror(-err))
         return bytes(out)
 
+    # -- hash buckets, for the batch commands (their token is a bucket number)
+    cdef void *_hash(self) except NULL:
+        self._ensure_alive()
+        if self.map.map_type not in (_HASH, _PERCPU_HASH, _LRU_HASH, _LRU_PERCPU_HASH):
+            raise ValueError("not a hash map")
+        return self.map.impl      # a hash_impl (LRU maps start with one)
+
+    @property
+    def nbuckets(self):
+        """Number of hash buckets (a power of two >= max_entries, as the kernel)."""
+        return (<hash_impl *>self._hash()).nbuckets
+
+    def bucket_items(self, uint32_t b):
+        """[(key, value)] of bucket ``b`` in list order (values as user space sees them)."""
+        cdef hash_impl *t = <hash_impl *>self._hash()
+        cdef uint64_t ks = self.map.key_size, vs = self.sys_value_size, n = 0, i
+        cdef uint32_t e
+        cdef uint8_t *buf = NULL
+        if b >= t.nbuckets:
+            raise ValueError(f"bucket {b} >= {t.nbuckets}")
+        ubpf_spin_lock(&t.locks[b])
+        e = t.heads[b]
+        while e:
+            n += 1
+            e = _hnext(t, e - 1)[0]
+        buf = <uint8_t *>malloc(n * (ks + vs) + 1)
+        if buf != NULL:
+            e = t.heads[b]
+            i = 0
+            while e:
+                memcpy(buf + i * (ks + vs), _hkey(self.map, t, e - 1), ks)
+                _hash_copy_out(self.map, t, e - 1, buf + i * (ks + vs) + ks)
+                i += 1
+                e = _hnext(t, e - 1)[0]
+        ubpf_spin_unlock(&t.locks[b])
+        if buf == NULL:
+            raise MemoryError()
+        try:
+            return [((<char *>buf)[i * (ks + vs):i * (ks + vs) + ks],
+                     (<char *>buf)[i * (ks + vs) + ks:(i + 1) * (ks + vs)]) for i in range(n)]
+        finally:
+            free(buf)
+
     def get_next_key(self, key=None):
         """The key after ``key`` (the first key for None or an absent key)."""
         cdef bytes k
