@@ -272,8 +272,11 @@ def load_error(code) -> ProgramError:
     ([Insn(0x18, 0, 0, 0, 1), Insn(0x95), BPF_EXIT_INSN()], 0, "invalid bpf_ld_imm64 insn"),
     ([BPF_LD_IMM64_RAW(0, 7, 0), BPF_EXIT_INSN()], 0, "unrecognized bpf_ld_imm64 insn"),
     ([BPF_LD_IMM64_RAW(0, BPF_PSEUDO_FUNC, 0), BPF_EXIT_INSN()], 0,
-     "ldimm64 with src_reg=4 (FUNC) is not supported yet (BTF ids and subprogram addresses "
-     "come with the loader)"),
+     "jump into the middle of ldimm64 insn 0"),
+    ([BPF_LD_IMM64_RAW(0, BPF_PSEUDO_FUNC, 5), BPF_EXIT_INSN()], 0,
+     "call to invalid destination"),
+    ([BPF_LD_IMM64_RAW(0, BPF_PSEUDO_BTF_ID, 5), BPF_EXIT_INSN()], 0,
+     "ldimm64 with src_reg=3 (BTF_ID) is not supported yet (BTF ids come with the loader)"),
     ([Insn(0x07, 11, 0, 0, 0), BPF_EXIT_INSN()], 0, "invalid register (dst=11 src=0)"),
     ([BPF_ADDR_SPACE_CAST_INSN(1, 2, 1, 0), BPF_EXIT_INSN()], 0,
      "addr_space_cast insn can only be used in a program that has an associated arena "

@@ -20,6 +20,9 @@
 
 typedef struct ubpf_map ubpf_map;
 
+/* bpf_for_each_map_elem's per-element callback: non-zero stops the walk. */
+typedef int (*ubpf_elem_fn)(void *arg, const void *key, void *value);
+
 typedef struct ubpf_map_ops {
     /* program side: may run concurrently from several threads, without the GIL */
     void *(*lookup)(ubpf_map *map, const void *key, uint32_t cpu);
@@ -36,6 +39,11 @@ typedef struct ubpf_map_ops {
     long (*sys_lookup_and_delete)(ubpf_map *map, const void *key, void *value,
                                   uint64_t flags);
     long (*get_next_key)(ubpf_map *map, const void *key, void *next_key);
+    /* bpf_for_each_map_elem: fn(arg, key, value as `cpu` sees it) for each
+     * element until fn returns non-zero; returns the number of calls. NULL:
+     * the type cannot be walked from programs (-EINVAL to the program). No
+     * lock is held across fn, which may call map helpers on the same map. */
+    long (*for_each)(ubpf_map *map, uint32_t cpu, ubpf_elem_fn fn, void *arg);
     /* runtime access checks, slow path: is [addr, addr + size) live value memory? */
     int (*contains)(const ubpf_map *map, uint64_t addr, uint64_t size);
     void (*destroy)(ubpf_map *map);

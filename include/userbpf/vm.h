@@ -41,6 +41,12 @@ typedef struct vm_region {
 #define VM_STACK_BYTES (UBPF_STACK_SIZE * UBPF_MAX_CALL_FRAMES)
 #define VM_STACK_WORDS (VM_STACK_BYTES / 8)
 #define VM_MAX_LOOPS (8u * 1024u * 1024u)   /* BPF_MAX_LOOPS: may_goto budget per frame */
+#define VM_NO_PC 0xffffffffu                 /* err_pc not set yet: the helper call's pc */
+/* What `lddw rX, func[...]` (BPF_PSEUDO_FUNC) loads: a tag and the callee's
+ * decoded index. Helpers that take callbacks (bpf_for_each_map_elem) check
+ * the tag and the index before running anything there. */
+#define VM_FUNC_TAG 0x5546554e00000000ull    /* "UFUN" << 32 */
+#define VM_FUNC_TAG_MASK 0xffffffff00000000ull
 
 /* Why a run stopped. */
 enum vm_status {
@@ -99,7 +105,10 @@ typedef struct vm_run {
     uint64_t err_addr;
     uint32_t err_size;
     int err_write;
-    uint64_t insn_count;          /* instructions executed (lddw counts once) */
+    uint64_t insn_count;          /* instructions executed (lddw counts once); also
+                                     kept current across helper calls, so that
+                                     callbacks share the run's budget */
+    int cur_depth;                /* call depth at the current helper call */
     void *py_exc;                 /* owned reference to the exception a Python helper raised */
 } vm_run;
 

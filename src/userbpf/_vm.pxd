@@ -7,6 +7,9 @@ from userbpf.includes.vm cimport *
 
 # Run a pre-decoded program. Returns r0; run.status says how it ended.
 cdef uint64_t vm_exec(const vm_prog *prog, vm_run *run) noexcept nogil
+cdef uint64_t vm_exec_at(const vm_prog *prog, vm_run *run, uint32_t entry, uint64_t r1,
+                         uint64_t r2, uint64_t r3, uint64_t r4, uint64_t r5,
+                         int base) noexcept nogil
 
 
 cdef class VMProgram:

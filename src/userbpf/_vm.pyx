@@ -12,6 +12,7 @@ from cpython.pycapsule cimport (PyCapsule_GetContext, PyCapsule_GetPointer,
                                 PyCapsule_IsValid, PyCapsule_New, PyCapsule_SetContext)
 from cpython.ref cimport Py_DECREF, Py_INCREF, PyObject
 from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.errno cimport EINVAL, ENOMEM
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
 
@@ -79,28 +80,43 @@ cdef inline void _fault(vm_run *run, int status, uint32_t pc, uint64_t addr,
 
 
 cdef uint64_t vm_exec(const vm_prog *prog, vm_run *run) noexcept nogil:
+    """Run a program from its first instruction: r1, r2 from the run."""
+    run.status = VM_STATUS_OK
+    run.err_pc = VM_NO_PC
+    run.insn_count = 0
+    return vm_exec_at(prog, run, 0, run.r1, run.r2, 0, 0, 0, 0)
+
+
+cdef uint64_t vm_exec_at(const vm_prog *prog, vm_run *run, uint32_t entry, uint64_t r1,
+                         uint64_t r2, uint64_t r3, uint64_t r4, uint64_t r5,
+                         int base) noexcept nogil:
+    """Run from decoded index ``entry`` in call frame ``base`` (0 for a
+    program; a callback a helper runs gets the frame below its caller's)
+    until that frame exits. Shares the run's budget and instruction count."""
     cdef uint64_t reg[11]
     cdef vm_frame frames[UBPF_MAX_CALL_FRAMES]
     cdef uint32_t loops[UBPF_MAX_CALL_FRAMES]
     cdef const vm_insn *insns = prog.insns
     cdef const vm_insn *ins
     cdef const vm_helper *h
-    cdef uint32_t pc = 0
-    cdef uint64_t count = 0
+    cdef uint32_t pc = entry
+    cdef uint64_t count = run.insn_count - entry     # executed = count + pc, always
     cdef uint64_t budget = run.budget if run.budget else <uint64_t>-1
     cdef uint64_t addr, a, b
     cdef uint64_t stack_top = <uint64_t>run.stack + VM_STACK_BYTES
-    cdef int depth = 0
+    cdef int depth = base
     cdef int64_t o
     cdef uint8_t dst, src, op
     cdef uint32_t i
 
     memset(reg, 0, sizeof(reg))
-    reg[1] = run.r1
-    reg[2] = run.r2
-    reg[10] = stack_top
-    loops[0] = VM_MAX_LOOPS
-    run.status = VM_STATUS_OK
+    reg[1] = r1
+    reg[2] = r2
+    reg[3] = r3
+    reg[4] = r4
+    reg[5] = r5
+    reg[10] = stack_top - <uint64_t>base * UBPF_STACK_SIZE
+    loops[base] = VM_MAX_LOOPS
 
     while True:
         ins = &insns[pc]
@@ -486,9 +502,13 @@ cdef uint64_t vm_exec(const vm_prog *prog, vm_run *run) noexcept nogil:
         # ---- calls and exit ------------------------------------------------
         elif op == VM_CALL_HELPER:
             h = &prog.helpers[ins.off]
+            run.insn_count = count + pc          # callbacks continue the count
+            run.cur_depth = depth
             reg[0] = h.fn(reg[1], reg[2], reg[3], reg[4], reg[5], run, h.data)
+            count = run.insn_count - pc
             if run.status != VM_STATUS_OK:
-                run.err_pc = pc - 1
+                if run.err_pc == VM_NO_PC:       # not a fault inside a callback
+                    run.err_pc = pc - 1
                 break
         elif op == VM_CALLX:
             h = NULL
@@ -499,9 +519,13 @@ cdef uint64_t vm_exec(const vm_prog *prog, vm_run *run) noexcept nogil:
             if h == NULL:
                 _fault(run, VM_STATUS_ERR_HELPER, pc - 1, reg[dst], 0, 0)
                 break
+            run.insn_count = count + pc
+            run.cur_depth = depth
             reg[0] = h.fn(reg[1], reg[2], reg[3], reg[4], reg[5], run, h.data)
+            count = run.insn_count - pc
             if run.status != VM_STATUS_OK:
-                run.err_pc = pc - 1
+                if run.err_pc == VM_NO_PC:
+                    run.err_pc = pc - 1
                 break
         elif op == VM_CALL_LOCAL:
             if depth + 1 >= UBPF_MAX_CALL_FRAMES:
@@ -520,8 +544,8 @@ cdef uint64_t vm_exec(const vm_prog *prog, vm_run *run) noexcept nogil:
                 _fault(run, VM_STATUS_ERR_BUDGET, pc - 1, 0, 0, 0)
                 break
         elif op == VM_EXIT:
-            if depth == 0:
-                if count + pc > budget:     # a long straight run past the budget
+            if depth == base:
+                if base == 0 and count + pc > budget:   # a long straight run past the budget
                     _fault(run, VM_STATUS_ERR_BUDGET, pc - 1, 0, 0, 0)
                 break
             depth -= 1
@@ -766,6 +790,78 @@ cdef uint64_t _helper_unwind(uint64_t r1, uint64_t r2, uint64_t r3, uint64_t r4,
     return r1
 
 
+# ---- bpf_for_each_map_elem (164): a helper that runs program code -----------
+
+cdef struct _foreach:
+    const vm_prog *prog
+    vm_run *run
+    uint32_t entry          # the callback's decoded index
+    uint64_t map, ctx
+    int base                # the callback's call frame
+    uint8_t *key            # the key, copied to memory the callback may read
+    uint32_t key_size
+
+
+cdef int _foreach_elem(void *arg, const void *key, void *value) noexcept nogil:
+    cdef _foreach *f = <_foreach *>arg
+    cdef uint64_t r0
+    memcpy(f.key, key, f.key_size)
+    r0 = vm_exec_at(f.prog, f.run, f.entry, f.map, <uint64_t>f.key, <uint64_t>value,
+                    f.ctx, 0, f.base)
+    # a fault stops the walk; the callback's 1 (the verifier allows 0 or 1) too
+    return f.run.status != VM_STATUS_OK or r0 != 0
+
+
+cdef uint64_t _helper_for_each_map_elem(uint64_t r1, uint64_t r2, uint64_t r3, uint64_t r4,
+                                        uint64_t r5, vm_run *run, void *data) noexcept nogil:
+    """long bpf_for_each_map_elem(map, callback_fn, callback_ctx, flags): calls
+    callback_fn(map, &key, &value, callback_ctx) per element (array and hash
+    maps) until it returns 1; returns the number of calls."""
+    cdef ubpf_map *m = vm_map_arg(run, r1)
+    cdef _foreach f
+    cdef long n
+    cdef uint8_t small_key[64]
+    if m == NULL:
+        run.status = VM_STATUS_ERR_MAP_ARG
+        run.err_addr = r1
+        return 0
+    if r4 != 0 or m.ops.for_each == NULL:
+        return <uint64_t>-EINVAL
+    if (r2 & VM_FUNC_TAG_MASK) != VM_FUNC_TAG or (r2 & 0xffffffffu) >= run.prog.ninsns:
+        run.status = VM_STATUS_ERR_HELPER       # not a function address the loader made
+        run.err_addr = r2
+        return 0
+    if run.cur_depth + 1 >= UBPF_MAX_CALL_FRAMES:
+        run.status = VM_STATUS_ERR_DEPTH
+        return 0
+    if run.nregions >= VM_MAX_REGIONS:
+        run.status = VM_STATUS_ERR_DEPTH
+        return 0
+    f.prog = run.prog
+    f.run = run
+    f.entry = <uint32_t>(r2 & 0xffffffffu)
+    f.map = r1
+    f.ctx = r3
+    f.base = run.cur_depth + 1
+    f.key_size = m.key_size
+    if m.key_size <= sizeof(small_key):
+        f.key = &small_key[0]
+    else:
+        f.key = <uint8_t *>malloc(m.key_size)
+    if f.key == NULL:
+        return <uint64_t>-ENOMEM
+    # the key buffer is readable by the callback while the walk lasts
+    run.regions[run.nregions].start = <uint64_t>f.key
+    run.regions[run.nregions].len = m.key_size
+    run.regions[run.nregions].writable = 0
+    run.nregions += 1
+    n = m.ops.for_each(m, run.cpu, _foreach_elem, &f)
+    run.nregions -= 1
+    if f.key != &small_key[0]:
+        free(f.key)
+    return <uint64_t>n
+
+
 cdef object _capsule(vm_helper_fn fn):
     return PyCapsule_New(<void *>fn, _CAPSULE_NAME, NULL)
 
@@ -776,7 +872,9 @@ C_HELPERS = {
     5: _capsule(_helper_ktime_get_ns),
     7: _capsule(_helper_get_prandom_u32),
     8: _capsule(_helper_get_smp_processor_id),
+    164: _capsule(_helper_for_each_map_elem),
 }
+FUNC_TAG = VM_FUNC_TAG
 UNWIND_HELPER = _capsule(_helper_unwind)
 
 

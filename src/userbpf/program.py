@@ -147,10 +147,15 @@ def predecode(insns: List[Insn], helpers: Mapping[int, HelperImpl],
             if x.src in (Pseudo.MAP_FD, Pseudo.MAP_VALUE, Pseudo.MAP_IDX,
                          Pseudo.MAP_IDX_VALUE):
                 imm = (maps or MapRefs()).resolve(pc, x, insns[pc + 1])
+            elif x.src == Pseudo.FUNC:
+                # a subprogram's address (callbacks): tagged decoded index
+                if not 0 <= pc + x.imm + 1 < n:
+                    raise ProgramError("call to invalid destination", pc)
+                imm = _vm.FUNC_TAG | target(pc, x.imm)
             elif x.src != Pseudo.NONE:
                 raise ProgramError(
                     f"ldimm64 with src_reg={x.src} ({Pseudo(x.src).name}) is not supported "
-                    "yet (BTF ids and subprogram addresses come with the loader)", pc)
+                    "yet (BTF ids come with the loader)", pc)
             else:
                 imm = isa.imm64(x, insns[pc + 1])
             imm = imm - (1 << 64) if imm >= 1 << 63 else imm

@@ -9,6 +9,8 @@ cdef extern from "userbpf/map.h" nogil:
 
     ctypedef struct ubpf_map
 
+    ctypedef int (*ubpf_elem_fn)(void *arg, const void *key, void *value) noexcept nogil
+
     ctypedef struct ubpf_map_ops:
         void *(*lookup)(ubpf_map *map, const void *key, uint32_t cpu) noexcept nogil
         long (*update)(ubpf_map *map, const void *key, const void *value, uint64_t flags,
@@ -24,6 +26,7 @@ cdef extern from "userbpf/map.h" nogil:
         long (*sys_lookup_and_delete)(ubpf_map *map, const void *key, void *value,
                                       uint64_t flags) noexcept nogil
         long (*get_next_key)(ubpf_map *map, const void *key, void *next_key) noexcept nogil
+        long (*for_each)(ubpf_map *map, uint32_t cpu, ubpf_elem_fn fn, void *arg) noexcept nogil
         int (*contains)(const ubpf_map *map, uint64_t addr, uint64_t size) noexcept nogil
         void (*destroy)(ubpf_map *map) noexcept nogil
 

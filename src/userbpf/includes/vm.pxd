@@ -25,6 +25,10 @@ cdef extern from "userbpf/vm.h" nogil:
         VM_STACK_WORDS
         VM_MAX_LOOPS
         VM_HOST_BIG_ENDIAN
+        VM_NO_PC
+
+    const uint64_t VM_FUNC_TAG
+    const uint64_t VM_FUNC_TAG_MASK
 
     enum vm_status:
         VM_STATUS_OK
@@ -57,6 +61,7 @@ cdef extern from "userbpf/vm.h" nogil:
         uint32_t err_size
         int err_write
         uint64_t insn_count
+        int cur_depth
         void *py_exc
 
     ctypedef uint64_t (*vm_helper_fn)(uint64_t, uint64_t, uint64_t, uint64_t, uint64_t,

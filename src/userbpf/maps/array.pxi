@@ -128,6 +128,21 @@ cdef void array_destroy(ubpf_map *m) noexcept nogil:
     m.impl = NULL
 
 
+cdef long array_for_each(ubpf_map *m, uint32_t cpu, ubpf_elem_fn fn,
+                         void *arg) noexcept nogil:
+    """bpf_for_each_map_elem over an array: every index, in order."""
+    cdef uint32_t i, key
+    cdef long n = 0
+    if cpu >= m.ncpus:
+        return -EINVAL
+    for i in range(m.max_entries):
+        key = i
+        n += 1
+        if fn(arg, &key, _array_elem(m, i, cpu)):
+            break
+    return n
+
+
 cdef ubpf_map_ops ARRAY_OPS
 ARRAY_OPS.lookup = array_lookup
 ARRAY_OPS.update = array_update
@@ -135,6 +150,7 @@ ARRAY_OPS.delete_elem = array_delete
 ARRAY_OPS.sys_lookup = array_sys_lookup
 ARRAY_OPS.sys_update = array_sys_update
 ARRAY_OPS.get_next_key = array_get_next_key
+ARRAY_OPS.for_each = array_for_each
 ARRAY_OPS.destroy = array_destroy
 
 

@@ -337,6 +337,41 @@ cdef void hash_destroy(ubpf_map *m) noexcept nogil:
     m.region = NULL
 
 
+cdef extern from *:
+    """
+    static inline uint32_t _load_u32(const uint32_t *p) {
+        return __atomic_load_n(p, __ATOMIC_ACQUIRE);   /* racing writers: no torn reads */
+    }
+    """
+    uint32_t _load_u32(const uint32_t *p) noexcept nogil
+
+
+cdef long hash_for_each(ubpf_map *m, uint32_t cpu, ubpf_elem_fn fn,
+                        void *arg) noexcept nogil:
+    """bpf_for_each_map_elem over a hash: buckets in order, each list in order.
+
+    No bucket lock is held while fn runs (it may update or delete in this
+    map, as in the kernel, which walks under RCU only). Element memory is
+    never freed before the map, so a concurrent change can at worst make
+    the walk skip or repeat an element; each list walk is bounded so a
+    recycled link can never make it loop forever."""
+    cdef hash_impl *t = <hash_impl *>m.impl
+    cdef uint32_t b, e, steps
+    cdef long n = 0
+    if cpu >= m.ncpus:
+        return -EINVAL
+    for b in range(t.nbuckets):
+        e = _load_u32(&t.heads[b])
+        steps = 0
+        while e and steps <= m.max_entries:
+            n += 1
+            if fn(arg, _hkey(m, t, e - 1), _hvalue(t, e - 1, cpu if t.percpu else 0)):
+                return n
+            e = _load_u32(_hnext(t, e - 1))
+            steps += 1
+    return n
+
+
 cdef ubpf_map_ops HASH_OPS
 HASH_OPS.lookup = hash_lookup
 HASH_OPS.update = hash_update
@@ -345,6 +380,7 @@ HASH_OPS.sys_lookup = hash_sys_lookup
 HASH_OPS.sys_update = hash_sys_update
 HASH_OPS.sys_lookup_and_delete = hash_sys_lookup_and_delete
 HASH_OPS.get_next_key = hash_get_next_key
+HASH_OPS.for_each = hash_for_each
 HASH_OPS.contains = hash_contains
 HASH_OPS.destroy = hash_destroy
 

@@ -277,6 +277,7 @@ LRU_OPS.sys_lookup = hash_sys_lookup          # bpf() lookups do not mark use (k
 LRU_OPS.sys_update = lru_sys_update
 LRU_OPS.sys_lookup_and_delete = lru_sys_lookup_and_delete
 LRU_OPS.get_next_key = hash_get_next_key
+LRU_OPS.for_each = hash_for_each          # a walk does not mark use, as the kernel
 LRU_OPS.contains = hash_contains
 LRU_OPS.destroy = lru_destroy
 
