@@ -12,6 +12,7 @@ from libc.stdint cimport uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcmp, memcpy, memset
 from cpython.pycapsule cimport PyCapsule_New
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 
 from userbpf.includes.vm cimport (vm_access_ok, vm_helper_fn, vm_map_arg, vm_run,
                                   VM_STATUS_ERR_MAP_ARG, VM_STATUS_ERR_MEM)
@@ -167,61 +168,76 @@ cdef class MapCore:
 
     # -- the bpf() operations: bytes in, bytes out; failures raise OSError --
     cdef bytes _key(self, key):
-        cdef bytes k = b"" if key is None else bytes(key)    # None: keyless maps
-        if len(k) != self.map.key_size:
+        cdef bytes k
+        if type(key) is bytes:              # the hot path: no copy
+            k = <bytes>key
+        elif key is None:                   # keyless maps
+            k = b""
+        elif isinstance(key, int):          # bytes(4) would be four zero bytes
+            raise TypeError("keys are bytes-like, not int")
+        else:
+            k = bytes(key)
+        if <uint32_t>len(k) != self.map.key_size:
             raise OSError(_errno.EINVAL, f"key is {len(k)} bytes, map key_size is "
                                          f"{self.map.key_size}")
         return k
+
+    cdef inline uint64_t _sys_value_size(self) noexcept:
+        if self.map.map_type in (_PERCPU_HASH, _PERCPU_ARRAY, _LRU_PERCPU_HASH):
+            return ((self.map.value_size + 7) & ~7u) * self.map.ncpus
+        return self.map.value_size
 
     def lookup(self, key, uint64_t flags=0, value=None):
         """The value for ``key`` (key None for queue, stack and bloom filter maps).
 
         ``value`` fills the value buffer first: a bloom filter's lookup tests
         the element passed there (0 / ENOENT), as bpf(BPF_MAP_LOOKUP_ELEM) does.
+        The GIL is kept: these calls take a few map locks for nanoseconds.
         """
         cdef bytes k = self._key(key)
-        cdef bytearray out = bytearray(self.sys_value_size)
-        if value is not None:
-            if len(value) != len(out):
-                raise OSError(_errno.EINVAL, f"value is {len(value)} bytes, expected "
-                                             f"{len(out)}")
-            out[:] = value
+        cdef Py_ssize_t n
         cdef long err
-        cdef char *kp = k
-        cdef char *op = out
+        cdef bytes out, given
+        cdef char *op
         self._ensure_alive()
+        n = <Py_ssize_t>self._sys_value_size()
+        out = PyBytes_FromStringAndSize(NULL, n)     # filled in place
+        op = PyBytes_AS_STRING(out)
+        if value is not None:
+            given = bytes(value)
+            if len(given) != n:
+                raise OSError(_errno.EINVAL, f"value is {len(given)} bytes, expected {n}")
+            memcpy(op, <const char *>given, n)
+        else:
+            memset(op, 0, n)
         if self.map.ops.sys_lookup == NULL:
             raise OSError(_errno.EOPNOTSUPP, _os.strerror(_errno.EOPNOTSUPP))
-        with nogil:
-            err = self.map.ops.sys_lookup(self.map, kp, op, flags)
+        err = self.map.ops.sys_lookup(self.map, <const char *>k, op, flags)
         if err:
             raise OSError(-err, _os.strerror(-err))
-        return bytes(out)
+        return out
 
     def update(self, key, value, uint64_t flags=0):
         cdef bytes k = self._key(key)
-        cdef bytes v = bytes(value)
+        cdef bytes v = <bytes>value if type(value) is bytes else bytes(value)
         cdef long err
-        cdef char *kp = k
-        cdef char *vp = v
         self._ensure_alive()
-        if len(v) != self.sys_value_size:
+        if <uint64_t>len(v) != self._sys_value_size():
             raise OSError(_errno.EINVAL, f"value is {len(v)} bytes, expected "
-                                         f"{self.sys_value_size}")
+                                         f"{self._sys_value_size()}")
         if self.map.ops.sys_update == NULL:
             raise OSError(_errno.EOPNOTSUPP, _os.strerror(_errno.EOPNOTSUPP))
-        with nogil:
-            err = self.map.ops.sys_update(self.map, kp, vp, flags)
+        err = self.map.ops.sys_update(self.map, <const char *>k, <const char *>v, flags)
         if err:
             raise OSError(-err, _os.strerror(-err))
 
     def delete(self, key):
         cdef bytes k = self._key(key)
         cdef long err
-        cdef char *kp = k
         self._ensure_alive()
-        with nogil:
-            err = self.map.ops.delete_elem(self.map, kp)
+        if self.map.ops.delete_elem == NULL:
+            raise OSError(_errno.EINVAL, _os.strerror(_errno.EINVAL))
+        err = self.map.ops.delete_elem(self.map, <const char *>k)
         if err:
             raise OSError(-err, _os.strerror(-err))
 

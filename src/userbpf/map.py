@@ -82,6 +82,7 @@ class Map:
         self._key_limit = 1 << (8 * key_size)
         self._percpu = int(map_type) in PERCPU_TYPES
         self._value_limit = 1 << (8 * value_size)
+        self._value_int = value_type is int and not self._percpu
 
     def _bind(self) -> None:
         """Remember the map object and its C storage for the fast path.
@@ -236,10 +237,23 @@ class Map:
 
     # -- dict protocol -----------------------------------------------------------
     def __getitem__(self, key):
+        core = self._rcore
+        if core is not None and self._files.get(self.fd) is self._obj and self.key_size:
+            # the fast path (see _bind), conversions inlined: this is the hot path
+            if type(key) is int and 0 <= key < self._key_limit:
+                kb = key.to_bytes(self.key_size, "little")
+            else:
+                kb = self._k(key)
+            try:
+                data = core.lookup(kb)
+            except OSError as e:
+                if e.errno == errno.ENOENT:
+                    raise KeyError(key) from None
+                raise
+            if self._value_int:
+                return int.from_bytes(data, "little")
+            return self._out_v(data)
         try:
-            core = self._rcore
-            if core is not None and self._files.get(self.fd) is self._obj and self.key_size:
-                return self._out_v(core.lookup(self._k(key)))     # fast path, see _bind
             return self.lookup(key)
         except OSError as e:
             if e.errno == errno.ENOENT:
@@ -253,11 +267,32 @@ class Map:
             return default
 
     def __setitem__(self, key, value) -> None:
+        core = self._wcore
+        if core is not None and self._files.get(self.fd) is self._obj and self.key_size \
+                and not self._obj.frozen:
+            if type(key) is int and 0 <= key < self._key_limit:
+                kb = key.to_bytes(self.key_size, "little")
+            else:
+                kb = self._k(key)
+            if type(value) is int and 0 <= value < self._value_limit and not self._percpu:
+                vb = value.to_bytes(self.value_size, "little")
+            else:
+                vb = self._v(value)
+            core.update(kb, vb, BPF_ANY)
+            return
         self.update(key, value, BPF_ANY)
 
     def __delitem__(self, key) -> None:
+        core = self._wcore
         try:
-            self.delete(key)
+            if core is not None and self._files.get(self.fd) is self._obj and self.key_size \
+                    and not self._obj.frozen:
+                if type(key) is int and 0 <= key < self._key_limit:
+                    core.delete(key.to_bytes(self.key_size, "little"))
+                else:
+                    core.delete(self._k(key))
+            else:
+                self.delete(key)
         except OSError as e:
             if e.errno == errno.ENOENT:
                 raise KeyError(key) from None

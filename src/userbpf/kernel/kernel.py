@@ -175,7 +175,6 @@ class Kernel:
             raise bpf_error(errno.EINVAL, "numa_node is not an online node (one node here)")
         obj = _maps.create(self.map_ids.new_id(), a, self.ncpus, self._object)
         self.map_ids.add(obj)
-        obj.release = _chain(obj.release, lambda: self.map_ids.remove(obj))
         return self.fds.install(obj, a["map_flags"] & (BPF_F_RDONLY | BPF_F_WRONLY))
 
     def _no_lock_flag(self, flags: int) -> None:
@@ -304,13 +303,6 @@ class Kernel:
         if a["bpf_fd"]:
             raise bpf_error(errno.EINVAL, "OBJ_GET takes no bpf_fd")
         return self.fds.install(self.fs.lookup(a["pathname"]), flags)
-
-
-def _chain(first: Callable[[], None], then: Callable[[], None]) -> Callable[[], None]:
-    def both() -> None:
-        first()
-        then()
-    return both
 
 
 _default: Optional[Kernel] = None

@@ -22,6 +22,7 @@ class BpfObject:
         self.id = obj_id
         self.refs = 0
         self.freed = False
+        self.id_space: Optional["IdSpace"] = None   # where GET_NEXT_ID finds it
 
     def get(self) -> "BpfObject":
         self.refs += 1
@@ -31,6 +32,9 @@ class BpfObject:
         self.refs -= 1
         if self.refs == 0:
             self.freed = True
+            if self.id_space is not None:
+                self.id_space.remove(self)
+                self.id_space = None
             self.release()
 
     def release(self) -> None:
@@ -49,6 +53,7 @@ class IdSpace:
 
     def add(self, obj: BpfObject) -> None:
         self.live[obj.id] = obj
+        obj.id_space = self
 
     def remove(self, obj: BpfObject) -> None:
         self.live.pop(obj.id, None)
