@@ -109,3 +109,66 @@ def test_same_attr_works_on_the_live_kernel(host, k):
     finally:
         import os
         os.close(hfd)
+
+
+def test_batch_commands_through_pointers(k):
+    fd = k.bpf(Cmd.MAP_CREATE, map_type=MapType.ARRAY, key_size=4, value_size=8, max_entries=4)
+    keys = (ctypes.c_uint32 * 4)(0, 1, 2, 3)
+    vals = (ctypes.c_uint64 * 4)(10, 11, 12, 13)
+    attr = bpf_attr()
+    attr.batch.map_fd, attr.batch.count = fd, 4
+    attr.batch.keys, attr.batch.values = addr(keys), addr(vals)
+    assert k.bpf(Cmd.MAP_UPDATE_BATCH, attr) == 0 and attr.batch.count == 4
+    out_k, out_v, token = (ctypes.c_uint32 * 4)(), (ctypes.c_uint64 * 4)(), ctypes.c_uint32()
+    attr = bpf_attr()
+    attr.batch.map_fd, attr.batch.count = fd, 3
+    attr.batch.keys, attr.batch.values, attr.batch.out_batch = addr(out_k), addr(out_v), addr(token)
+    assert k.bpf(Cmd.MAP_LOOKUP_BATCH, attr) == 0
+    assert (attr.batch.count, list(out_k)[:3], list(out_v)[:3], token.value) == \
+        (3, [0, 1, 2], [10, 11, 12], 2)
+    attr.batch.in_batch = addr(token)                  # continue after index 2
+    with pytest.raises(FileNotFoundError):             # the end: ENOENT, one element
+        k.bpf(Cmd.MAP_LOOKUP_BATCH, attr)
+    assert (attr.batch.count, out_k[0], out_v[0], token.value) == (1, 3, 13, 3)
+
+
+@pytest.mark.kernel
+def test_batch_attr_works_the_same_on_the_live_kernel(host, k):
+    """One ARRAY batch walk through the very same union on both kernels."""
+    import os
+    results = []
+    hfd = host.sys_bpf(Cmd.MAP_CREATE, bpf_attr(map_type=MapType.ARRAY, key_size=4,
+                                                 value_size=8, max_entries=5))
+    ufd = k.bpf(Cmd.MAP_CREATE, bpf_attr(map_type=MapType.ARRAY, key_size=4, value_size=8,
+                                         max_entries=5))
+    try:
+        for run, fd in ((host.sys_bpf, hfd), (k.bpf, ufd)):
+            keys, vals = (ctypes.c_uint32 * 5)(*range(5)), (ctypes.c_uint64 * 5)(*range(50, 55))
+            attr = bpf_attr()
+            attr.batch.map_fd, attr.batch.count = fd, 5
+            attr.batch.keys, attr.batch.values = addr(keys), addr(vals)
+            run(Cmd.MAP_UPDATE_BATCH, attr)
+            seen, token, first = [], ctypes.c_uint32(), True
+            while True:
+                ok, ov = (ctypes.c_uint32 * 2)(), (ctypes.c_uint64 * 2)()
+                attr = bpf_attr()
+                attr.batch.map_fd, attr.batch.count = fd, 2
+                attr.batch.keys, attr.batch.values = addr(ok), addr(ov)
+                attr.batch.out_batch = addr(token)
+                if not first:
+                    attr.batch.in_batch = addr(token)
+                first = False
+                try:
+                    run(Cmd.MAP_LOOKUP_BATCH, attr)
+                    err = 0
+                except OSError as e:
+                    err = e.errno
+                n = attr.batch.count
+                seen.append((err, n, list(ok)[:n], list(ov)[:n], token.value))
+                if err:
+                    break
+            results.append(seen)
+    finally:
+        os.close(hfd)
+    assert results[0] == results[1]
+    assert results[1][-1][0] == errno.ENOENT

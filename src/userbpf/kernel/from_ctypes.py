@@ -15,6 +15,7 @@ from typing import Any, Callable, Dict
 
 from .. import abi
 from ..uapi import Cmd
+from . import batch as batch_mod
 from .errors import bpf_error
 
 # Bytes of the union each command reads (offsetofend of its last field).
@@ -32,6 +33,10 @@ _USED: Dict[int, int] = {
     Cmd.OBJ_PIN: ctypes.sizeof(abi._Obj),
     Cmd.OBJ_GET: ctypes.sizeof(abi._Obj),
     Cmd.OBJ_GET_INFO_BY_FD: ctypes.sizeof(abi._Info),
+    Cmd.MAP_LOOKUP_BATCH: ctypes.sizeof(abi._MapBatch),
+    Cmd.MAP_LOOKUP_AND_DELETE_BATCH: ctypes.sizeof(abi._MapBatch),
+    Cmd.MAP_UPDATE_BATCH: ctypes.sizeof(abi._MapBatch),
+    Cmd.MAP_DELETE_BATCH: ctypes.sizeof(abi._MapBatch),
 }
 
 
@@ -119,6 +124,45 @@ def _info(k, a):
     return 0
 
 
+def _batch(cmd):
+    """The batch commands: arrays of count keys / values at attr.batch.keys /
+    .values; count (and out_batch for lookups) written back even when the
+    command fails, as the kernel does."""
+    reads = cmd in (Cmd.MAP_LOOKUP_BATCH, Cmd.MAP_LOOKUP_AND_DELETE_BATCH)
+
+    def run(k, a):
+        b = a.batch
+        m = k._map(b.map_fd)
+        ks, vs, count = m.attr["key_size"], _value_size(k, b.map_fd), b.count
+        fields = dict(map_fd=b.map_fd, count=count, elem_flags=b.elem_flags, flags=b.flags)
+        if reads:
+            if b.in_batch:
+                token = 4 if m.map_type in batch_mod.HASH_TYPES else ks
+                fields["in_batch"] = abi.read(b.in_batch, token)
+        else:
+            raw = abi.read(_need(b.keys, "keys"), ks * count) if count else b""
+            fields["keys"] = [raw[i * ks:(i + 1) * ks] for i in range(count)]
+            if cmd == Cmd.MAP_UPDATE_BATCH:
+                raw = abi.read(_need(b.values, "values"), vs * count) if count else b""
+                fields["values"] = [raw[i * vs:(i + 1) * vs] for i in range(count)]
+        try:
+            result = k.bpf(cmd, **fields)
+            err = None
+        except OSError as e:
+            result, err = getattr(e, "batch", None), e
+        if result is not None:
+            if reads and result.count:
+                abi.write(_need(b.keys, "keys"), b"".join(result.keys))
+                abi.write(_need(b.values, "values"), b"".join(result.values))
+            if reads and result.out_batch is not None:
+                abi.write(_need(b.out_batch, "out_batch"), result.out_batch)
+            b.count = result.count
+        if err is not None:
+            raise err
+        return 0
+    return run
+
+
 CONVERTERS: Dict[int, Callable[[Any, abi.bpf_attr], Any]] = {
     Cmd.MAP_CREATE: _map_create,
     Cmd.MAP_LOOKUP_ELEM: _lookup,
@@ -133,6 +177,10 @@ CONVERTERS: Dict[int, Callable[[Any, abi.bpf_attr], Any]] = {
     Cmd.OBJ_PIN: _obj(Cmd.OBJ_PIN),
     Cmd.OBJ_GET: _obj(Cmd.OBJ_GET),
     Cmd.OBJ_GET_INFO_BY_FD: _info,
+    Cmd.MAP_LOOKUP_BATCH: _batch(Cmd.MAP_LOOKUP_BATCH),
+    Cmd.MAP_LOOKUP_AND_DELETE_BATCH: _batch(Cmd.MAP_LOOKUP_AND_DELETE_BATCH),
+    Cmd.MAP_UPDATE_BATCH: _batch(Cmd.MAP_UPDATE_BATCH),
+    Cmd.MAP_DELETE_BATCH: _batch(Cmd.MAP_DELETE_BATCH),
 }
 
 
