@@ -277,6 +277,11 @@ def test_leak_check_detects_a_leak():
 
 # --- the Python side ---------------------------------------------------------------------
 
+def live_bpfmaps() -> int:
+    """BpfMap objects alive in the process (other tests' maps included)."""
+    return sum(isinstance(o, BpfMap) for o in gc.get_objects())
+
+
 @pytest.mark.parametrize("name", ALL_KERNEL)
 def test_kernel_cycles_leave_no_python_objects(name):
     k = Kernel(ncpus=NCPUS)
@@ -285,6 +290,7 @@ def test_kernel_cycles_leave_no_python_objects(name):
     for _ in range(50):
         cycle()
     gc.collect()
+    maps_before = live_bpfmaps()
     tracemalloc.start()
     try:
         snap0 = tracemalloc.take_snapshot()
@@ -297,24 +303,21 @@ def test_kernel_cycles_leave_no_python_objects(name):
     grew = sum(s.size_diff for s in snap1.compare_to(snap0, "filename"))
     assert grew < 64 * 1024, "\n".join(map(str, snap1.compare_to(snap0, "lineno")[:10]))
     assert kernel_tables(k) == start
-    assert sum(isinstance(o, BpfMap) for o in gc.get_objects()) == 0
+    assert live_bpfmaps() == maps_before
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Kernel._map_create sets obj.release = _chain(obj.release, lambda: "
-    "self.map_ids.remove(obj)): the lambda closes over obj, so every BpfMap is in a "
-    "reference cycle and a closed map's Python object (attr dict, name, slots) waits "
-    "for the cyclic GC instead of going at its last put(); the C storage itself is "
-    "freed at release()"))
 def test_closed_map_objects_go_without_the_cyclic_gc():
+    """A closed map's Python object goes at its last put(), not at the next gc
+    (no reference cycle through its release callback)."""
     k = Kernel(ncpus=NCPUS)
     gc.collect()
+    before = live_bpfmaps()
     enabled = gc.isenabled()
     gc.disable()
     try:
         for _ in range(20):
             k.close(k.bpf(Cmd.MAP_CREATE, **SPECS["HASH"].attr()))
-        left = sum(isinstance(o, BpfMap) for o in gc.get_objects())
+        left = live_bpfmaps() - before
     finally:
         if enabled:
             gc.enable()
@@ -323,8 +326,8 @@ def test_closed_map_objects_go_without_the_cyclic_gc():
 
 
 def test_closed_map_frees_c_storage_without_the_cyclic_gc():
-    """What the xfail above does not cover: release() drops the C storage at
-    once, so the resident size stays flat even with gc off."""
+    """release() drops the C storage at once: the process's size stays flat
+    with gc off."""
     k = Kernel(ncpus=NCPUS)
     spec = Spec(MapType.ARRAY, 4, 1024, 256)
     enabled = gc.isenabled()
