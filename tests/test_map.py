@@ -136,3 +136,44 @@ def test_default_kernel_is_shared():
         assert userbpf.bpf(Cmd.MAP_LOOKUP_ELEM, map_fd=m.fd, key=bytes(4)) == bytes(4)
     finally:
         m.close()
+
+
+def test_mmap_of_an_mmapable_array_is_shared_with_programs(k):
+    from userbpf import Program
+    m = Map(MapType.ARRAY, 4, 4, 3, map_flags=1 << 10, kernel=k, value_type=int)
+    view = m.mmap()
+    assert len(view) == 3 * 8                      # values at 8-byte strides
+    view[8:12] = (41).to_bytes(4, "little")
+    assert m[1] == 41
+    # a program's store through a lookup shows in the same memory
+    code = """
+        *(u32 *)(r10 - 4) = 1
+        r1 = map[fd:{fd}] ll
+        r2 = r10
+        r2 += -4
+        call bpf_map_lookup_elem
+        if r0 == 0 goto +2
+        r1 = 99
+        *(u32 *)(r0 + 0) = r1
+        r0 = 0
+        exit
+    """.format(fd=m.fd)
+    Program(code, maps={m.fd: k.fds.get(m.fd).core}).run()
+    assert bytes(view[8:12]) == (99).to_bytes(4, "little") and m[1] == 99
+    ro = m.mmap(writable=False)
+    with pytest.raises(TypeError):
+        ro[0] = 1
+
+
+def test_mmap_refusals(k):
+    with pytest.raises(OSError) as e:
+        Map(MapType.ARRAY, 4, 4, 1, kernel=k).mmap()
+    assert e.value.errno == errno.EINVAL
+    with pytest.raises(OSError) as e:
+        Map(MapType.HASH, 4, 4, 1, kernel=k).mmap()
+    assert e.value.errno == errno.ENODEV
+    m = Map(MapType.ARRAY, 4, 4, 1, map_flags=1 << 10, kernel=k)
+    m.freeze()
+    with pytest.raises(PermissionError):
+        m.mmap()
+    assert len(m.mmap(writable=False)) == 8

@@ -207,6 +207,29 @@ class Map:
     def peek(self):
         return self.lookup(None)
 
+    def mmap(self, writable: bool = True) -> memoryview:
+        """The values of a ``BPF_F_MMAPABLE`` ARRAY as one memoryview shared
+        with programs (element i at ``i * round_up(value_size, 8)``), as
+        ``mmap()`` of the map fd gives. Other maps fail as the kernel's mmap:
+        ENODEV for types without mmap, EINVAL without BPF_F_MMAPABLE, EPERM
+        for a writable mapping of a frozen map.
+
+        >>> m = Map(MapType.ARRAY, 4, 8, 2, map_flags=1 << 10, value_type=int)
+        >>> view = m.mmap()
+        >>> view[8] = 7
+        >>> m[1]
+        7
+        """
+        obj = self.kernel.fds.get(self.fd)
+        if self.map_type != MapType.ARRAY or obj.core is None:
+            raise OSError(errno.ENODEV, "this map type cannot be mmapped")
+        if not self.map_flags & (1 << 10):                    # BPF_F_MMAPABLE
+            raise OSError(errno.EINVAL, "the map was not created with BPF_F_MMAPABLE")
+        if writable and obj.frozen:
+            raise OSError(errno.EPERM, "a frozen map cannot be mapped writable")
+        view = obj.core.value_view()
+        return view if writable else view.toreadonly()
+
     def freeze(self) -> None:
         self.kernel.bpf(Cmd.MAP_FREEZE, map_fd=self.fd)
 

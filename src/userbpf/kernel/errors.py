@@ -14,7 +14,9 @@ ENOTSUPP = 524
 
 
 def bpf_error(code: int, message: str = "") -> OSError:
-    """>>> bpf_error(2, "no such key").errno
+    """The OSError bpf() raises for ``-code``.
+
+    >>> bpf_error(2, "no such key").errno
     2
     """
     text = os.strerror(code) if code != ENOTSUPP else "Unknown error 524"
