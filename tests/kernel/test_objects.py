@@ -431,3 +431,17 @@ def test_module_bpf_uses_the_default_kernel():
     with pytest.raises(OSError) as e:
         userbpf.bpf(Cmd.MAP_LOOKUP_ELEM, map_fd=fd, key=u32(1))
     assert e.value.errno == EBADF
+
+
+def test_threads_get_cpus_round_robin_and_keep_them():
+    import threading
+    k = Kernel(ncpus=3)
+    seen = []
+
+    def worker():
+        seen.append((k.current_cpu(), k.current_cpu()))
+    threads = [threading.Thread(target=worker) for _ in range(6)]
+    for t in threads:
+        t.start()
+        t.join()
+    assert [a for a, b in seen] == [0, 1, 2, 0, 1, 2] and all(a == b for a, b in seen)

@@ -72,6 +72,8 @@ class Kernel:
         self.map_ids = IdSpace()
         self.fs = BpfFs()
         self._lock = threading.RLock()
+        self._thread_cpu = threading.local()
+        self._next_cpu = 0
         self._commands: Dict[int, Callable[..., Any]] = {
             Cmd.MAP_CREATE: self._map_create,
             Cmd.MAP_LOOKUP_ELEM: self._map_lookup_elem,
@@ -118,6 +120,22 @@ class Kernel:
         full.update(attr)
         with self._lock:
             return handler(full)
+
+    def current_cpu(self) -> int:
+        """The simulated CPU the calling thread runs programs on: threads get
+        CPUs round-robin at their first call and keep them (per-CPU map
+        values are indexed by it).
+
+        >>> k = Kernel(ncpus=2)
+        >>> k.current_cpu() == k.current_cpu()
+        True
+        """
+        cpu = getattr(self._thread_cpu, "cpu", None)
+        if cpu is None:
+            with self._lock:
+                cpu = self._thread_cpu.cpu = self._next_cpu
+                self._next_cpu = (self._next_cpu + 1) % self.ncpus
+        return cpu
 
     def close(self, fd: int) -> None:
         """Close an fd (EBADF if it is not open)."""
