@@ -20,7 +20,7 @@ BPF_OBJ_NAME_LEN = 16
 u32, s32, u64 = ctypes.c_uint32, ctypes.c_int32, ctypes.c_uint64
 
 
-class _MapCreate(ctypes.Structure):
+class MapCreateAttr(ctypes.Structure):
     _fields_ = [("map_type", u32), ("key_size", u32), ("value_size", u32),
                 ("max_entries", u32), ("map_flags", u32), ("inner_map_fd", u32),
                 ("numa_node", u32), ("map_name", ctypes.c_char * BPF_OBJ_NAME_LEN),
@@ -33,17 +33,17 @@ class _ValueOrNext(ctypes.Union):
     _fields_ = [("value", u64), ("next_key", u64)]
 
 
-class _MapElem(ctypes.Structure):
+class MapElemAttr(ctypes.Structure):
     _anonymous_ = ("_v",)
     _fields_ = [("map_fd", u32), ("key", u64), ("_v", _ValueOrNext), ("flags", u64)]
 
 
-class _MapBatch(ctypes.Structure):
+class MapBatchAttr(ctypes.Structure):
     _fields_ = [("in_batch", u64), ("out_batch", u64), ("keys", u64), ("values", u64),
                 ("count", u32), ("map_fd", u32), ("elem_flags", u64), ("flags", u64)]
 
 
-class _ProgLoad(ctypes.Structure):
+class ProgLoadAttr(ctypes.Structure):
     _fields_ = [("prog_type", u32), ("insn_cnt", u32), ("insns", u64), ("license", u64),
                 ("log_level", u32), ("log_size", u32), ("log_buf", u64),
                 ("kern_version", u32), ("prog_flags", u32),
@@ -56,11 +56,12 @@ class _ProgLoad(ctypes.Structure):
                 ("log_true_size", u32), ("prog_token_fd", s32), ("fd_array_cnt", u32)]
 
 
-class _Obj(ctypes.Structure):
+class ObjAttr(ctypes.Structure):
     _fields_ = [("pathname", u64), ("bpf_fd", u32), ("file_flags", u32), ("path_fd", s32)]
 
 
-class _TestRun(ctypes.Structure):
+class TestRunAttr(ctypes.Structure):
+    __test__ = False          # not a pytest class
     _fields_ = [("prog_fd", u32), ("retval", u32), ("data_size_in", u32),
                 ("data_size_out", u32), ("data_in", u64), ("data_out", u64),
                 ("repeat", u32), ("duration", u32), ("ctx_size_in", u32),
@@ -73,13 +74,13 @@ class _IdUnion(ctypes.Union):
                 ("link_id", u32)]
 
 
-class _GetId(ctypes.Structure):
+class GetIdAttr(ctypes.Structure):
     _anonymous_ = ("_id",)
     _fields_ = [("_id", _IdUnion), ("next_id", u32), ("open_flags", u32),
                 ("fd_by_id_token_fd", s32)]
 
 
-class _Info(ctypes.Structure):
+class InfoAttr(ctypes.Structure):
     _fields_ = [("bpf_fd", u32), ("info_len", u32), ("info", u64)]
 
 
@@ -91,9 +92,9 @@ class bpf_attr(ctypes.Union):
     named, as in the kernel. ``attr.test`` holds PROG_TEST_RUN.
     """
     _anonymous_ = ("_create", "_elem", "_load", "_obj", "_getid")
-    _fields_ = [("_create", _MapCreate), ("_elem", _MapElem), ("batch", _MapBatch),
-                ("_load", _ProgLoad), ("_obj", _Obj), ("test", _TestRun),
-                ("_getid", _GetId), ("info", _Info), ("_raw", ctypes.c_uint8 * 160)]
+    _fields_ = [("_create", MapCreateAttr), ("_elem", MapElemAttr), ("batch", MapBatchAttr),
+                ("_load", ProgLoadAttr), ("_obj", ObjAttr), ("test", TestRunAttr),
+                ("_getid", GetIdAttr), ("info", InfoAttr), ("_raw", ctypes.c_uint8 * 160)]
 
 
 class bpf_map_info(ctypes.Structure):

@@ -6,10 +6,8 @@ map answers, and compare userbpf against that. Everything degrades to
 :func:`available` returning False where ``bpf()`` is not permitted (no
 root, no CAP_BPF, another OS, an unknown architecture).
 
-The ``union bpf_attr`` pieces are written here as ctypes Structures, one per
-command family, following the layout of ``include/uapi/linux/bpf.h``; the
-kernel zero-extends a shorter attr, so each Structure stops at the last
-field this module uses.
+The ``union bpf_attr`` pieces are userbpf.abi's ctypes Structures, one per
+command family, with the layout of ``include/uapi/linux/bpf.h``.
 
     >>> from userbpf import hostbpf, isa
     >>> if hostbpf.available():
@@ -29,6 +27,7 @@ import os
 import platform
 from typing import Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
 
+from . import abi
 from .uapi import Cmd, MapType, ProgType
 
 __all__ = [
@@ -56,143 +55,10 @@ PERCPU_TYPES = frozenset({MapType.PERCPU_HASH, MapType.PERCPU_ARRAY,
                           MapType.LRU_PERCPU_HASH, MapType.PERCPU_CGROUP_STORAGE})
 
 
-# --- union bpf_attr pieces ---------------------------------------------------
-
-class MapCreateAttr(ctypes.Structure):
-    """BPF_MAP_CREATE."""
-    _fields_ = [
-        ("map_type", ctypes.c_uint32),
-        ("key_size", ctypes.c_uint32),
-        ("value_size", ctypes.c_uint32),
-        ("max_entries", ctypes.c_uint32),
-        ("map_flags", ctypes.c_uint32),
-        ("inner_map_fd", ctypes.c_uint32),
-        ("numa_node", ctypes.c_uint32),
-        ("map_name", ctypes.c_char * BPF_OBJ_NAME_LEN),
-        ("map_ifindex", ctypes.c_uint32),
-        ("btf_fd", ctypes.c_uint32),
-        ("btf_key_type_id", ctypes.c_uint32),
-        ("btf_value_type_id", ctypes.c_uint32),
-        ("btf_vmlinux_value_type_id", ctypes.c_uint32),
-        ("map_extra", ctypes.c_uint64),
-    ]
-
-
-class MapElemAttr(ctypes.Structure):
-    """BPF_MAP_{LOOKUP,UPDATE,DELETE}_ELEM, GET_NEXT_KEY, LOOKUP_AND_DELETE, FREEZE."""
-    _fields_ = [
-        ("map_fd", ctypes.c_uint32),
-        ("_pad", ctypes.c_uint32),
-        ("key", ctypes.c_uint64),
-        ("value", ctypes.c_uint64),     # also next_key
-        ("flags", ctypes.c_uint64),
-    ]
-
-
-class MapBatchAttr(ctypes.Structure):
-    """BPF_MAP_*_BATCH."""
-    _fields_ = [
-        ("in_batch", ctypes.c_uint64),
-        ("out_batch", ctypes.c_uint64),
-        ("keys", ctypes.c_uint64),
-        ("values", ctypes.c_uint64),
-        ("count", ctypes.c_uint32),
-        ("map_fd", ctypes.c_uint32),
-        ("elem_flags", ctypes.c_uint64),
-        ("flags", ctypes.c_uint64),
-    ]
-
-
-class ProgLoadAttr(ctypes.Structure):
-    """BPF_PROG_LOAD (up to fd_array)."""
-    _fields_ = [
-        ("prog_type", ctypes.c_uint32),
-        ("insn_cnt", ctypes.c_uint32),
-        ("insns", ctypes.c_uint64),
-        ("license", ctypes.c_uint64),
-        ("log_level", ctypes.c_uint32),
-        ("log_size", ctypes.c_uint32),
-        ("log_buf", ctypes.c_uint64),
-        ("kern_version", ctypes.c_uint32),
-        ("prog_flags", ctypes.c_uint32),
-        ("prog_name", ctypes.c_char * BPF_OBJ_NAME_LEN),
-        ("prog_ifindex", ctypes.c_uint32),
-        ("expected_attach_type", ctypes.c_uint32),
-        ("prog_btf_fd", ctypes.c_uint32),
-        ("func_info_rec_size", ctypes.c_uint32),
-        ("func_info", ctypes.c_uint64),
-        ("func_info_cnt", ctypes.c_uint32),
-        ("line_info_rec_size", ctypes.c_uint32),
-        ("line_info", ctypes.c_uint64),
-        ("line_info_cnt", ctypes.c_uint32),
-        ("attach_btf_id", ctypes.c_uint32),
-        ("attach_prog_fd", ctypes.c_uint32),
-        ("core_relo_cnt", ctypes.c_uint32),
-        ("fd_array", ctypes.c_uint64),
-    ]
-
-
-class ObjAttr(ctypes.Structure):
-    """BPF_OBJ_PIN / BPF_OBJ_GET."""
-    _fields_ = [
-        ("pathname", ctypes.c_uint64),
-        ("bpf_fd", ctypes.c_uint32),
-        ("file_flags", ctypes.c_uint32),
-    ]
-
-
-class TestRunAttr(ctypes.Structure):
-    """BPF_PROG_TEST_RUN."""
-    __test__ = False
-    _fields_ = [
-        ("prog_fd", ctypes.c_uint32),
-        ("retval", ctypes.c_uint32),
-        ("data_size_in", ctypes.c_uint32),
-        ("data_size_out", ctypes.c_uint32),
-        ("data_in", ctypes.c_uint64),
-        ("data_out", ctypes.c_uint64),
-        ("repeat", ctypes.c_uint32),
-        ("duration", ctypes.c_uint32),
-        ("ctx_size_in", ctypes.c_uint32),
-        ("ctx_size_out", ctypes.c_uint32),
-        ("ctx_in", ctypes.c_uint64),
-        ("ctx_out", ctypes.c_uint64),
-        ("flags", ctypes.c_uint32),
-        ("cpu", ctypes.c_uint32),
-        ("batch_size", ctypes.c_uint32),
-        ("_pad", ctypes.c_uint32),
-    ]
-
-
-class InfoAttr(ctypes.Structure):
-    """BPF_OBJ_GET_INFO_BY_FD."""
-    _fields_ = [
-        ("bpf_fd", ctypes.c_uint32),
-        ("info_len", ctypes.c_uint32),
-        ("info", ctypes.c_uint64),
-    ]
-
-
-class BpfMapInfo(ctypes.Structure):
-    """``struct bpf_map_info`` (the kernel fills min(info_len, its size) bytes)."""
-    _fields_ = [
-        ("type", ctypes.c_uint32),
-        ("id", ctypes.c_uint32),
-        ("key_size", ctypes.c_uint32),
-        ("value_size", ctypes.c_uint32),
-        ("max_entries", ctypes.c_uint32),
-        ("map_flags", ctypes.c_uint32),
-        ("name", ctypes.c_char * BPF_OBJ_NAME_LEN),
-        ("ifindex", ctypes.c_uint32),
-        ("btf_vmlinux_value_type_id", ctypes.c_uint32),
-        ("netns_dev", ctypes.c_uint64),
-        ("netns_ino", ctypes.c_uint64),
-        ("btf_id", ctypes.c_uint32),
-        ("btf_key_type_id", ctypes.c_uint32),
-        ("btf_value_type_id", ctypes.c_uint32),
-        ("btf_vmlinux_id", ctypes.c_uint32),     # an alignment pad before 6.10
-        ("map_extra", ctypes.c_uint64),
-    ]
+# --- union bpf_attr pieces: the kernel's layout, shared with userbpf.abi ------
+MapCreateAttr, MapElemAttr, MapBatchAttr = abi.MapCreateAttr, abi.MapElemAttr, abi.MapBatchAttr
+ProgLoadAttr, ObjAttr, TestRunAttr = abi.ProgLoadAttr, abi.ObjAttr, abi.TestRunAttr
+InfoAttr, BpfMapInfo = abi.InfoAttr, abi.bpf_map_info
 
 
 # --- the system call ---------------------------------------------------------

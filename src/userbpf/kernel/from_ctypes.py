@@ -19,24 +19,24 @@ from . import batch as batch_mod
 from .errors import bpf_error
 
 # Bytes of the union each command reads (offsetofend of its last field).
-_CREATE = abi._MapCreate
+_CREATE = abi.MapCreateAttr
 _USED: Dict[int, int] = {
     Cmd.MAP_CREATE: ctypes.sizeof(_CREATE),
-    Cmd.MAP_LOOKUP_ELEM: ctypes.sizeof(abi._MapElem),
-    Cmd.MAP_UPDATE_ELEM: ctypes.sizeof(abi._MapElem),
-    Cmd.MAP_DELETE_ELEM: ctypes.sizeof(abi._MapElem),
-    Cmd.MAP_GET_NEXT_KEY: ctypes.sizeof(abi._MapElem),
-    Cmd.MAP_LOOKUP_AND_DELETE_ELEM: ctypes.sizeof(abi._MapElem),
+    Cmd.MAP_LOOKUP_ELEM: ctypes.sizeof(abi.MapElemAttr),
+    Cmd.MAP_UPDATE_ELEM: ctypes.sizeof(abi.MapElemAttr),
+    Cmd.MAP_DELETE_ELEM: ctypes.sizeof(abi.MapElemAttr),
+    Cmd.MAP_GET_NEXT_KEY: ctypes.sizeof(abi.MapElemAttr),
+    Cmd.MAP_LOOKUP_AND_DELETE_ELEM: ctypes.sizeof(abi.MapElemAttr),
     Cmd.MAP_FREEZE: 4,
     Cmd.MAP_GET_NEXT_ID: 8,
     Cmd.MAP_GET_FD_BY_ID: 12,
-    Cmd.OBJ_PIN: ctypes.sizeof(abi._Obj),
-    Cmd.OBJ_GET: ctypes.sizeof(abi._Obj),
-    Cmd.OBJ_GET_INFO_BY_FD: ctypes.sizeof(abi._Info),
-    Cmd.MAP_LOOKUP_BATCH: ctypes.sizeof(abi._MapBatch),
-    Cmd.MAP_LOOKUP_AND_DELETE_BATCH: ctypes.sizeof(abi._MapBatch),
-    Cmd.MAP_UPDATE_BATCH: ctypes.sizeof(abi._MapBatch),
-    Cmd.MAP_DELETE_BATCH: ctypes.sizeof(abi._MapBatch),
+    Cmd.OBJ_PIN: ctypes.sizeof(abi.ObjAttr),
+    Cmd.OBJ_GET: ctypes.sizeof(abi.ObjAttr),
+    Cmd.OBJ_GET_INFO_BY_FD: ctypes.sizeof(abi.InfoAttr),
+    Cmd.MAP_LOOKUP_BATCH: ctypes.sizeof(abi.MapBatchAttr),
+    Cmd.MAP_LOOKUP_AND_DELETE_BATCH: ctypes.sizeof(abi.MapBatchAttr),
+    Cmd.MAP_UPDATE_BATCH: ctypes.sizeof(abi.MapBatchAttr),
+    Cmd.MAP_DELETE_BATCH: ctypes.sizeof(abi.MapBatchAttr),
 }
 
 
