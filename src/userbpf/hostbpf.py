@@ -206,7 +206,30 @@ def _code_bytes(code: Code) -> bytes:
     return isa.encode(code)
 
 
-class HostProg:
+class _HostFd:
+    """An fd of the live kernel, closed by close(), a with block or the GC."""
+
+    fd = -1
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+class HostProg(_HostFd):
     """A program loaded into the live kernel (close it, or use ``with``).
 
     ``log`` holds the verifier log when loaded with ``log_level`` > 0.
@@ -261,23 +284,6 @@ class HostProg:
             data = dout.raw[:n] if dout is not None else b""
             ctx = cout.raw[:min(attr.ctx_size_out, ctx_out_size)] if cout is not None else b""
             return TestRunFull(attr.retval, data, attr.duration, ctx)
-
-    def close(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
-
-    def __enter__(self) -> "HostProg":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass
 
     def __repr__(self) -> str:
         return f"HostProg(fd={self.fd}, prog_type={self.prog_type})"
@@ -359,7 +365,7 @@ def test_run(prog: HostProg, data: bytes = b"", repeat: int = 1) -> TestRun:
 
 # --- maps ---------------------------------------------------------------------
 
-class HostMap:
+class HostMap(_HostFd):
     """A map in the live kernel. Keys and values are bytes.
 
     For per-CPU maps a value is ``possible_cpus() * round_up(value_size, 8)``
@@ -524,23 +530,6 @@ class HostMap:
         out["name"] = info.name.decode(errors="replace")
         out["info_len"] = attr.info_len
         return out
-
-    def close(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
-
-    def __enter__(self) -> "HostMap":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass
 
     def __repr__(self) -> str:
         t = MapType(self.map_type).name if self.map_type in MapType._value2member_map_ \
