@@ -200,8 +200,8 @@ def put_key(rng: random.Random, g: Geometry) -> List[Insn]:
     """The u32 key at fp-4: a constant, or computed from a scalar register."""
     if rng.random() < 0.7:
         return [BPF_ST_MEM(BPF_W, FP, KEY_OFF, key_choice(rng, g))]
-    mask = 15 if g.is_array and g.max_entries <= 8 else 15
-    return [BPF_MOV64_REG(1, rng.choice(SCALARS)), isa.BPF_ALU64_IMM(AluOp.AND, 1, mask),
+    # & 15: an 8-entry array's indices 8..15 are out of range, hash keys 12..15 new
+    return [BPF_MOV64_REG(1, rng.choice(SCALARS)), isa.BPF_ALU64_IMM(AluOp.AND, 1, 15),
             BPF_STX_MEM(BPF_W, FP, 1, KEY_OFF)]
 
 
@@ -275,8 +275,9 @@ def update_block(rng: random.Random, g: Geometry) -> List[Insn]:
         else:
             out.append(BPF_ST_MEM(SIZES[size], FP, off, imm32(rng)))
     out += map_key_args()
+    flags = rng.choice(ARRAY_UPDATE_FLAGS if g.is_array else UPDATE_FLAGS)
     out += [BPF_MOV64_REG(3, FP), isa.BPF_ALU64_IMM(AluOp.ADD, 3, VBUF),
-            *BPF_LD_IMM64(4, rng.choice(ARRAY_UPDATE_FLAGS if g.is_array else UPDATE_FLAGS)), BPF_EMIT_CALL(UPDATE)]
+            *BPF_LD_IMM64(4, flags), BPF_EMIT_CALL(UPDATE)]
     return out + keep_result(rng)
 
 
