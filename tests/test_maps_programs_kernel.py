@@ -79,10 +79,6 @@ COND_OPS = [JmpOp.JEQ, JmpOp.JNE, JmpOp.JGT, JmpOp.JGE, JmpOp.JLT, JmpOp.JLE, Jm
 # r4 of bpf_map_update_elem: the valid ones, BPF_F_LOCK (no spin lock here) and junk
 UPDATE_FLAGS = [0, 0, 0, 1, 1, 2, 2, 3, 4, 5, 6, 7, 0x10, 1 << 32]
 BPF_F_LOCK = 4
-# Arrays answer BPF_F_LOCK with the wrong errno in userbpf (see
-# test_array_update_flag_order_matches_the_kernel, a strict xfail): the random
-# programs leave those flags out for arrays until it is fixed.
-ARRAY_UPDATE_FLAGS = [f for f in UPDATE_FLAGS if not f & BPF_F_LOCK]
 SPECIAL = [0, 1, 7, 0xff, 0x7fff, 0x8000, 0xffff, 0x7fffffff, 0x80000000, 0xffffffff,
            1 << 32, 0x7fffffffffffffff, 1 << 63, M64, 0x0123456789abcdef]
 
@@ -188,10 +184,9 @@ def key_choice(rng: random.Random, g: Geometry) -> int:
     return rng.choice((0xffffffff, 1 << 31, 1000))
 
 
-# r3 of bpf_map_lookup_percpu_elem. The kernel takes the cpu as a u32 (1 << 32
-# is CPU 0); userbpf compares all 64 bits and returns NULL (strict xfail
-# test_lookup_percpu_elem_cpu_is_a_u32): left out until that is fixed.
-PERCPU_LOOKUP_CPUS = (0, 0, NCPUS - 1, NCPUS - 1, NCPUS, 0xffffffff)
+# r3 of bpf_map_lookup_percpu_elem: the cpu is a u32 (1 << 32 is CPU 0)
+PERCPU_LOOKUP_CPUS = (0, 0, NCPUS - 1, NCPUS - 1, NCPUS, 0xffffffff, 1 << 32,
+                      (1 << 32) + NCPUS - 1)
 
 HASH_KEYS = 12          # keys 0..11 into a hash of 8: inserts find it full
 
@@ -275,7 +270,7 @@ def update_block(rng: random.Random, g: Geometry) -> List[Insn]:
         else:
             out.append(BPF_ST_MEM(SIZES[size], FP, off, imm32(rng)))
     out += map_key_args()
-    flags = rng.choice(ARRAY_UPDATE_FLAGS if g.is_array else UPDATE_FLAGS)
+    flags = rng.choice(UPDATE_FLAGS)
     out += [BPF_MOV64_REG(3, FP), isa.BPF_ALU64_IMM(AluOp.ADD, 3, VBUF),
             *BPF_LD_IMM64(4, flags), BPF_EMIT_CALL(UPDATE)]
     return out + keep_result(rng)
@@ -593,21 +588,13 @@ def helper_both(map_type: int, map_flags: int, filled: Sequence[int], helper: in
     return kernel, user
 
 
-ARRAY_LOCK_XFAIL = pytest.mark.xfail(strict=True, reason=(
-    "array_update (maps/array.pxi _array_check_update) refuses BPF_F_LOCK first; the "
-    "kernel's array_map_update_elem checks unknown flags (EINVAL), then the index (E2BIG), "
-    "then BPF_NOEXIST (EEXIST) and only then BPF_F_LOCK without a spin lock (EINVAL)"))
-
-
 def update_cases():
     """(map_type, map_flags, keys filled, key, flags); arrays always hold every index."""
     for t in (MapType.ARRAY, MapType.PERCPU_ARRAY):
         for key in (1, 8, 64):
             for flags in (0, 1, 2, 3, 4, 5, 6, 7, 1 << 32):
-                diverges = flags & BPF_F_LOCK and flags & ~BPF_F_LOCK <= 2 and (
-                    key >= 8 or flags & 1)
-                yield pytest.param(t, 0, 4, key, flags, id=f"{t.name}-key{key}-flags{flags:#x}",
-                                   marks=[ARRAY_LOCK_XFAIL] if diverges else [])
+                # the kernel's order: unknown flags, index (E2BIG), NOEXIST, then LOCK
+                yield pytest.param(t, 0, 4, key, flags, id=f"{t.name}-key{key}-flags{flags:#x}")
     for map_flags in (0, BPF_F_NO_PREALLOC):
         for filled in (4, 8):                       # 8: full, so inserts fail with E2BIG
             for key in (1, 9):
@@ -644,16 +631,10 @@ def percpu_lookup_program(fd: int, cpu: int) -> List[Insn]:
             BPF_EXIT_INSN()]
 
 
-CPU_U32_XFAIL = pytest.mark.xfail(strict=True, reason=(
-    "helper_map_lookup_percpu_elem (maps/helpers.pxi) compares the whole 64-bit r3 with "
-    "ncpus and returns NULL; the kernel's bpf_map_lookup_percpu_elem takes a u32 cpu, so "
-    "r3 = (1 << 32) + c looks up CPU c"))
-
-
 @pytest.mark.parametrize("cpu", [
     0, NCPUS - 1, NCPUS, 0xffffffff,
-    pytest.param(1 << 32, marks=CPU_U32_XFAIL, id="2**32"),
-    pytest.param((1 << 32) + NCPUS - 1, marks=CPU_U32_XFAIL, id="2**32+ncpus-1")])
+    pytest.param(1 << 32, id="2**32"),
+    pytest.param((1 << 32) + NCPUS - 1, id="2**32+ncpus-1")])
 def test_lookup_percpu_elem_cpu_is_a_u32(cpu):
     value = b"".join(struct.pack("<Q", 0x1111 * (c + 1)) for c in range(NCPUS))
     with hostbpf.map_create(MapType.PERCPU_ARRAY, 4, 8, 1) as m:

@@ -88,14 +88,20 @@ class MapModel:
         if self.lru:
             del self.lists[self.owner.pop(key)][key]
 
-    def _check_update(self, key: bytes, flags: int) -> Optional[bytes]:
-        if (flags & ~BPF_F_LOCK) > BPF_EXIST or flags & BPF_F_LOCK:
+    def _check_update(self, key: bytes, flags: int, program: bool = False) -> Optional[bytes]:
+        # bpf() refuses BPF_F_LOCK (no spin lock in the value) before the map
+        # sees the flags; a program's array update checks it last
+        # (array_map_update_elem: flags, index, NOEXIST, then the lock)
+        lock_first = not (program and self.array)
+        if (flags & ~BPF_F_LOCK) > BPF_EXIST or (lock_first and flags & BPF_F_LOCK):
             fail(errno.EINVAL)
         if self.array:
             if self._index(key) >= self.max:
                 fail(errno.E2BIG)
-            if flags == BPF_NOEXIST:
+            if flags & BPF_NOEXIST:
                 fail(errno.EEXIST)
+            if flags & BPF_F_LOCK:
+                fail(errno.EINVAL)
             return key
         if key in self.data and flags == BPF_NOEXIST:
             fail(errno.EEXIST)
@@ -154,7 +160,7 @@ class MapModel:
         if self.percpu and cpu >= self.ncpus:     # checked first: EINVAL either way
             return -errno.EINVAL
         try:
-            self._check_update(key, flags)
+            self._check_update(key, flags, program=True)
         except OSError as e:
             return -e.errno
         c = cpu if self.percpu else 0

@@ -34,13 +34,16 @@ cdef void *array_lookup(ubpf_map *m, const void *key, uint32_t cpu) noexcept nog
 
 
 cdef long _array_check_update(ubpf_map *m, uint32_t idx, uint64_t flags) noexcept nogil:
-    if (flags & ~BPF_F_LOCK) > BPF_EXIST or (flags & BPF_F_LOCK):
-        # BPF_F_LOCK needs a bpf_spin_lock in the value (BTF), not known here
+    # the kernel's order (array_map_update_elem): flags, index, NOEXIST, lock
+    if (flags & ~BPF_F_LOCK) > BPF_EXIST:
         return -EINVAL
     if idx >= m.max_entries:
         return -E2BIG
-    if flags == BPF_NOEXIST:
+    if flags & BPF_NOEXIST:
         return -EEXIST
+    if flags & BPF_F_LOCK:
+        # BPF_F_LOCK needs a bpf_spin_lock in the value (BTF), not known here
+        return -EINVAL
     return 0
 
 
@@ -68,6 +71,8 @@ cdef long array_sys_update(ubpf_map *m, const void *key, const void *value,
     cdef array_impl *a = <array_impl *>m.impl
     cdef ubpf_spinlock *lock
     cdef uint32_t cpu
+    if (flags & ~BPF_F_LOCK) <= BPF_EXIST and flags & BPF_F_LOCK:
+        return -EINVAL      # bpf() refuses the lock flag before the map is asked
     if err:
         return err
     lock = &a.locks[idx % ARRAY_LOCK_STRIPES]

@@ -90,7 +90,8 @@ cdef uint64_t helper_map_lookup_percpu_elem(uint64_t r1, uint64_t r2, uint64_t r
     cdef ubpf_map *m = _map_arg(run, r1)
     if m == NULL or not _mem_arg(run, r2, m.key_size, False):
         return 0
-    if m.ops.lookup == NULL or r3 >= m.ncpus:
+    # the cpu argument is a u32: the upper half of r3 is not looked at
+    if m.ops.lookup == NULL or <uint32_t>r3 >= m.ncpus:
         return 0
     return <uint64_t>m.ops.lookup(m, <const void *>r2, <uint32_t>r3)
 
