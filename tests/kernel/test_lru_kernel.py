@@ -322,11 +322,6 @@ def test_kernel_evicts_below_max_entries(host):
 MULTI_CPU = hostbpf.possible_cpus() > 1
 
 
-@pytest.mark.xfail(MULTI_CPU, strict=True,
-                   reason="with BPF_F_NO_COMMON_LRU the kernel rounds max_entries up to a "
-                          "multiple of the possible CPUs (5 -> 6 on 2 CPUs) and "
-                          "OBJ_GET_INFO_BY_FD reports that; userbpf reports max_entries as "
-                          "given")
 @pytest.mark.parametrize("map_type", LRUS, ids=lambda t: t.name)
 def test_no_common_lru_max_entries_in_info_match_kernel(host, map_type):
     k = Kernel(ncpus=host.possible_cpus())

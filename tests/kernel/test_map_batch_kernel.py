@@ -407,8 +407,6 @@ def test_which_types_have_batch_ops_matches_kernel(host, map_type):
         close_pair(k, mine, theirs)
 
 
-@pytest.mark.xfail(strict=True, reason="maps of maps have batch ops in the kernel "
-                   "(ARRAY_OF_MAPS: lookup, update; HASH_OF_MAPS: all four); userbpf: ENOTSUPP")
 @pytest.mark.parametrize("outer", [MapType.ARRAY_OF_MAPS, MapType.HASH_OF_MAPS],
                          ids=lambda t: t.name)
 def test_maps_of_maps_batch_ops_match_kernel(host, outer):

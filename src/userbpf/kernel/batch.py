@@ -26,12 +26,14 @@ BPF_F_LOCK = 4
 _U32 = struct.Struct("<I")
 
 HASH_TYPES = frozenset({MapType.HASH, MapType.PERCPU_HASH, MapType.LRU_HASH,
-                        MapType.LRU_PERCPU_HASH})
+                        MapType.LRU_PERCPU_HASH, MapType.HASH_OF_MAPS})
 # which map types have which batch command (the map ops the kernel fills)
 SUPPORTED = {
-    Cmd.MAP_LOOKUP_BATCH: HASH_TYPES | {MapType.ARRAY, MapType.PERCPU_ARRAY, MapType.LPM_TRIE},
+    Cmd.MAP_LOOKUP_BATCH: HASH_TYPES | {MapType.ARRAY, MapType.PERCPU_ARRAY, MapType.LPM_TRIE,
+                                        MapType.ARRAY_OF_MAPS},
     Cmd.MAP_LOOKUP_AND_DELETE_BATCH: HASH_TYPES,
-    Cmd.MAP_UPDATE_BATCH: HASH_TYPES | {MapType.ARRAY, MapType.PERCPU_ARRAY, MapType.LPM_TRIE},
+    Cmd.MAP_UPDATE_BATCH: HASH_TYPES | {MapType.ARRAY, MapType.PERCPU_ARRAY, MapType.LPM_TRIE,
+                                        MapType.ARRAY_OF_MAPS},
     Cmd.MAP_DELETE_BATCH: HASH_TYPES | {MapType.LPM_TRIE},
 }
 
@@ -51,7 +53,7 @@ def _fail(code: int, message: str, result: BatchResult) -> OSError:
     return e
 
 
-def _check_elem_flags(elem_flags: int) -> None:
+def check_elem_flags(elem_flags: int) -> None:
     # BPF_F_LOCK needs a bpf_spin_lock in the value, which needs BTF (none here)
     if elem_flags:
         raise bpf_error(errno.EINVAL, "elem_flags: only BPF_F_LOCK, for values with a "
@@ -64,8 +66,11 @@ def supported(cmd: int, map_type: int) -> None:
 
 
 def generic_lookup(m, in_batch: Optional[bytes], count: int, elem_flags: int) -> BatchResult:
-    """generic_map_lookup_batch: walk get_next_key from the token key."""
-    _check_elem_flags(elem_flags)
+    """generic_map_lookup_batch: walk get_next_key from the token key,
+    passing over keys without a value (deleted meanwhile, empty fd-array
+    slots). The token handed back is the last key walked, once any element
+    was returned."""
+    check_elem_flags(elem_flags)
     if count == 0:
         return BatchResult([], [], 0, None)
     keys, values = [], []
@@ -74,28 +79,31 @@ def generic_lookup(m, in_batch: Optional[bytes], count: int, elem_flags: int) ->
         try:
             key = m.get_next_key(prev)
         except OSError as e:
-            out = keys[-1] if keys else None
+            out = prev if keys else None
             raise _fail(e.errno, "no more elements", BatchResult(keys, values, len(keys), out))
+        prev = key
         try:
             values.append(m.lookup(key))
-        except FileNotFoundError:       # deleted meanwhile: the kernel retries the walk
-            prev = key
+        except FileNotFoundError:
             continue
         keys.append(key)
-        prev = key
-    return BatchResult(keys, values, len(keys), keys[-1])
+    return BatchResult(keys, values, len(keys), prev)
 
 
 def hash_lookup(m, in_batch: Optional[bytes], count: int, elem_flags: int, flags: int,
                 delete: bool) -> BatchResult:
     """__htab_map_lookup_and_delete_batch: whole buckets at a time."""
-    _check_elem_flags(elem_flags)
+    check_elem_flags(elem_flags)
     if flags:
         raise bpf_error(errno.EINVAL, "flags must be 0")
     if count == 0:
         return BatchResult([], [], 0, None)
-    core = m.core
-    nbuckets = core.nbuckets
+    # a hash of maps keeps its keys in a C hash whose values are the map ids
+    of_maps = m.slots is not None
+    table = m.slots.keys if of_maps else m.core
+    nbuckets = table.nbuckets
+    if in_batch is not None and len(in_batch) < 4:     # the kernel copies 4 bytes in
+        raise bpf_error(errno.EFAULT, "a hash map's batch token is a 4-byte bucket number")
     bucket = _U32.unpack(in_batch[:4])[0] if in_batch is not None else 0
     if bucket >= nbuckets:
         raise _fail(errno.ENOENT, "batch is past the last bucket",
@@ -103,7 +111,7 @@ def hash_lookup(m, in_batch: Optional[bytes], count: int, elem_flags: int, flags
     keys: List[bytes] = []
     values: List[bytes] = []
     while True:
-        items = core.bucket_items(bucket)
+        items = table.bucket_items(bucket)
         if len(items) > count - len(keys):
             result = BatchResult(keys, values, len(keys), _U32.pack(bucket))
             if not keys:
@@ -112,9 +120,9 @@ def hash_lookup(m, in_batch: Optional[bytes], count: int, elem_flags: int, flags
             return result
         for key, value in items:
             keys.append(key)
-            values.append(value)
+            values.append(value[:4] if of_maps else value)     # u32 map ids
             if delete:
-                core.delete(key)
+                m.delete(key)
         bucket += 1
         if bucket >= nbuckets:
             raise _fail(errno.ENOENT, "no more elements",
@@ -124,7 +132,7 @@ def hash_lookup(m, in_batch: Optional[bytes], count: int, elem_flags: int, flags
 def update(m, keys: Sequence[bytes], values: Sequence[bytes], count: int,
            elem_flags: int) -> BatchResult:
     """generic_map_update_batch: key by key with BPF_ANY, stop at the first error."""
-    _check_elem_flags(elem_flags)
+    check_elem_flags(elem_flags)
     done = 0
     for i in range(count):
         try:
@@ -138,7 +146,7 @@ def update(m, keys: Sequence[bytes], values: Sequence[bytes], count: int,
 
 def delete(m, keys: Sequence[bytes], count: int, elem_flags: int) -> BatchResult:
     """generic_map_delete_batch: key by key, stop at the first error."""
-    _check_elem_flags(elem_flags)
+    check_elem_flags(elem_flags)
     done = 0
     for i in range(count):
         try:

@@ -261,6 +261,10 @@ class Kernel:
             if count is None:
                 count = len(keys) if keys is not None and not reads else 0
             in_batch = None if a["in_batch"] is None else self._bytes(a["in_batch"], "in_batch")
+            if not reads:                    # elem_flags and count 0 come before the buffers
+                batch.check_elem_flags(a["elem_flags"])
+                if count == 0:
+                    return batch.BatchResult([], [], 0, None)
             if reads:
                 if m.map_type in batch.HASH_TYPES:
                     return batch.hash_lookup(m, in_batch, count, a["elem_flags"], a["flags"],

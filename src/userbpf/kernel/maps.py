@@ -431,6 +431,12 @@ def create(obj_id: int, attr: dict, ncpus: int, get_fd: Callable, open_fds=(0, 1
             raise _einval(f"inner_map_fd {fd} is not a map")
         meta = fdmaps.inner_meta(get_fd(fd))
     name = check_name(attr.get("map_name", b""))
+    if t in (MapType.LRU_HASH, MapType.LRU_PERCPU_HASH) and attr["map_flags"] & BPF_F_NO_COMMON_LRU:
+        # htab_map_alloc: per-CPU LRU lists get equal shares, so max_entries is
+        # rounded up to a multiple of the CPUs (down, if that wraps a u32)
+        n = attr["max_entries"]
+        up = -(-n // ncpus) * ncpus
+        attr["max_entries"] = up if up <= 0xFFFFFFFF else n // ncpus * ncpus
     if t in (MapType.PROG_ARRAY, MapType.ARRAY_OF_MAPS, MapType.HASH_OF_MAPS):
         return BpfMap(obj_id, None, name, attr, fdmaps.FdSlots(attr, ncpus, get_fd, meta))
     try:
