@@ -65,17 +65,21 @@ def filled_core(n: int) -> MapCore:
     return m
 
 
-def bench_run_batch(prog, seconds, rounds) -> float:
-    mem = bytearray(64)
-    repeat = calibrate(lambda n: prog.run_batch(mem, n), seconds)
-    return statistics.median(prog.run_batch(mem, repeat).duration_ns for _ in range(rounds))
+def bench_run_batch(prog, repeat) -> float:
+    return prog.run_batch(bytearray(64), repeat).duration_ns
 
 
 def helper_cost(core: MapCore, n: int, seconds: float, rounds: int) -> float:
+    """(with calls - without) / calls, each the fastest of interleaved
+    batches, so that a slow spell of the machine hits both alike."""
     with_call = userbpf.Program(lookup_loop(n, True), maps={MAP_FD: core})
     without = userbpf.Program(lookup_loop(n, False), maps={MAP_FD: core})
-    return (bench_run_batch(with_call, seconds, rounds)
-            - bench_run_batch(without, seconds, rounds)) / LOOKUPS
+    repeat = calibrate(lambda k: with_call.run_batch(bytearray(64), k), seconds)
+    a, b = [], []
+    for _ in range(rounds):
+        a.append(bench_run_batch(with_call, repeat))
+        b.append(bench_run_batch(without, repeat))
+    return (min(a) - min(b)) / LOOKUPS
 
 
 def kernel_helper_cost(n: int, rounds: int):
@@ -92,7 +96,7 @@ def kernel_helper_cost(n: int, rounds: int):
             code = _patch_fd(isa.encode(lookup_loop(n, call)), hmap.fd)
             with hostbpf.prog_load(code, 6) as prog:
                 times = [prog.test_run(bytes(64), repeat=20000)[2] for _ in range(rounds)]
-            costs.append(statistics.median(times))
+            costs.append(min(times))
         return (costs[0] - costs[1]) / LOOKUPS
     finally:
         hmap.close()
