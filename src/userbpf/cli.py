@@ -106,6 +106,25 @@ DEMO = [
 ]
 
 
+def _demo_map(examples) -> int:
+    """port_counter.s over a stream of packets, against collections.Counter."""
+    import collections
+    from .kernel import Kernel
+    from .map import Map
+    from .uapi import MapType
+    ports = [443, 80, 443, 22, 443, 8080, 80, 443] * 25
+    k = Kernel(ncpus=1)
+    counts = Map(MapType.HASH, 4, 8, 64, kernel=k, key_type=int, value_type=int)
+    prog = Program((examples / "port_counter.s").read_text(), maps={counts.fd: counts})
+    for port in ports:
+        prog.run(bytearray(_tcp_packet(port)))
+    got, want = dict(counts.items()), dict(collections.Counter(ports))
+    print(f"\nport_counter.s over {len(ports)} packets, a HASH map (fd {counts.fd}) "
+          f"read back through bpf(): {dict(sorted(got.items()))}")
+    print("    matches collections.Counter" if got == want else f"    MISMATCH: expected {want}")
+    return 0 if got == want else 1
+
+
 def cmd_demo(args) -> int:
     examples = resources.files("userbpf") / "examples"
     print("userbpf demo: bundled example programs, assembled, run in the interpreter "
@@ -120,6 +139,7 @@ def cmd_demo(args) -> int:
         failures += not ok
         print(f"{name:<16}{label:<26}{r0:>22}{expected:>22}{batch.insns:>8}"
               f"{batch.duration_ns:>10.1f}{'' if ok else '  MISMATCH'}")
+    failures += _demo_map(examples)
     first = Program((examples / "fib.s").read_text())
     print("\nfib.s as the kernel's verifier log prints it:")
     print("\n".join("    " + line for line in first.disassemble().splitlines()))

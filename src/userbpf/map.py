@@ -238,6 +238,11 @@ class Map:
         self.kernel.bpf(Cmd.OBJ_PIN, pathname=path, bpf_fd=self.fd)
 
     @property
+    def core(self):
+        """The C storage programs reach (``Program(code, maps={m.fd: m})``)."""
+        return self.kernel.fds.get(self.fd).core
+
+    @property
     def info(self):
         """struct bpf_map_info (OBJ_GET_INFO_BY_FD)."""
         return self.kernel.bpf(Cmd.OBJ_GET_INFO_BY_FD, bpf_fd=self.fd)

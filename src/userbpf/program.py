@@ -73,7 +73,8 @@ class MapRefs:
 
     def __init__(self, maps: Optional[Mapping[int, "_maps.MapCore"]] = None,
                  fd_array: Optional[Sequence[int]] = None):
-        self.by_fd = dict(maps or {})
+        # userbpf.Map objects stand for their C storage
+        self.by_fd = {fd: getattr(m, "core", m) for fd, m in (maps or {}).items()}
         self.fd_array = list(fd_array or [])
         self.used: List["_maps.MapCore"] = []
 
