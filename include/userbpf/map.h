@@ -62,6 +62,7 @@ struct ubpf_map {
     uint8_t *region;        /* contiguous value memory, or NULL */
     uint64_t region_len;
     int region_writable;    /* 0 for BPF_F_RDONLY_PROG */
+    int inner_maps;         /* ARRAY_OF_MAPS / HASH_OF_MAPS: values are ubpf_map pointers */
     void *impl;             /* the map type's own state */
 };
 
@@ -81,6 +82,16 @@ static inline void ubpf_spin_lock(ubpf_spinlock *l) {
 
 static inline void ubpf_spin_unlock(ubpf_spinlock *l) {
     __atomic_store_n(&l->locked, 0, __ATOMIC_RELEASE);
+}
+
+/* Maps of maps: a program's lookup gets the inner map itself (the kernel's
+ * verifier rewrites it so), and the inner maps count as the program's maps. */
+static inline ubpf_map *ubpf_inner_map(const void *value) {
+    ubpf_map *inner;
+    if (value == NULL)
+        return NULL;
+    __atomic_load((ubpf_map *const *)value, &inner, __ATOMIC_ACQUIRE);
+    return inner;
 }
 
 #endif /* USERBPF_MAP_H */

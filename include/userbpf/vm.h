@@ -165,21 +165,79 @@ static inline int vm_in_range(uint64_t start, uint64_t len, uint64_t addr, uint6
     return rel < len && len - rel >= size;
 }
 
+/* Is [addr, addr + size) value memory of map m? -1: no; else 0/1 = writable. */
+static inline int vm_map_holds(const ubpf_map *m, uint64_t addr, uint64_t size, int write) {
+    int inside = (m->region && vm_in_range((uint64_t)(uintptr_t)m->region, m->region_len, addr, size))
+                 || (m->ops->contains && m->ops->contains(m, addr, size));
+    return inside ? (!write || m->region_writable) : -1;
+}
+
+/* The inner maps of a map of maps, walked with its for_each op. */
+typedef struct vm_inner_query {
+    uint64_t addr, size;
+    int write;
+    int answer;              /* -1 not found; 0/1 as vm_map_holds; 2: it is that map */
+} vm_inner_query;
+
+static int vm_inner_access(void *arg, const void *key, void *value) {
+    vm_inner_query *q = (vm_inner_query *)arg;
+    const ubpf_map *inner = ubpf_inner_map(value);
+    (void)key;
+    if (inner == NULL)
+        return 0;
+    q->answer = vm_map_holds(inner, q->addr, q->size, q->write);
+    return q->answer >= 0;
+}
+
+static int vm_inner_is(void *arg, const void *key, void *value) {
+    vm_inner_query *q = (vm_inner_query *)arg;
+    (void)key;
+    if ((uint64_t)(uintptr_t)ubpf_inner_map(value) == q->addr) {
+        q->answer = 2;
+        return 1;
+    }
+    return 0;
+}
+
 /* Slow path: value memory of the program's maps that is not one of the
- * run's regions (maps past the region table, non-contiguous maps). */
+ * run's regions (maps past the region table, non-contiguous maps, the
+ * inner maps of maps of maps: those are walked, so cost grows with them). */
 __attribute__((noinline, cold))
 static int vm_access_maps_ok(const vm_run *run, uint64_t addr, uint64_t size, int write) {
     uint32_t i;
+    int ok;
     if (run->prog == NULL)
         return 0;
     for (i = 0; i < run->prog->nmaps; i++) {
-        const ubpf_map *m = run->prog->maps[i];
-        int inside = (m->region && vm_in_range((uint64_t)(uintptr_t)m->region, m->region_len, addr, size))
-                     || (m->ops->contains && m->ops->contains(m, addr, size));
-        if (inside)
-            return !write || m->region_writable;
+        ubpf_map *m = run->prog->maps[i];
+        if (m->inner_maps) {
+            vm_inner_query q = {addr, size, write, -1};
+            m->ops->for_each(m, 0, vm_inner_access, &q);
+            if (q.answer >= 0)
+                return q.answer;
+            continue;          /* the outer map's own values are not program memory */
+        }
+        ok = vm_map_holds(m, addr, size, write);
+        if (ok >= 0)
+            return ok;
     }
     return 0;
+}
+
+/* Slow path of vm_map_arg: an inner map of one of the program's maps of maps. */
+__attribute__((noinline, cold))
+static ubpf_map *vm_inner_map_arg(const vm_run *run, uint64_t ptr) {
+    uint32_t i;
+    for (i = 0; i < run->prog->nmaps; i++) {
+        ubpf_map *m = run->prog->maps[i];
+        if (m->inner_maps) {
+            vm_inner_query q = {ptr, 0, 0, -1};
+            m->ops->for_each(m, 0, vm_inner_is, &q);
+            if (q.answer == 2)
+                return (ubpf_map *)(uintptr_t)ptr;
+        }
+    }
+    return NULL;
 }
 
 /* Is [addr, addr + size) inside memory the run may touch (writable when asked)? */
@@ -202,7 +260,7 @@ static inline ubpf_map *vm_map_arg(const vm_run *run, uint64_t ptr) {
     for (i = 0; i < run->prog->nmaps; i++)
         if ((uint64_t)(uintptr_t)run->prog->maps[i] == ptr)
             return run->prog->maps[i];
-    return NULL;
+    return vm_inner_map_arg(run, ptr);
 }
 
 /* Atomics: sequentially consistent, as the kernel's BPF_ATOMIC ops. The

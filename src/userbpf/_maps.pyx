@@ -54,6 +54,7 @@ include "maps/helpers.pxi"
 _HASH, _ARRAY, _PERCPU_HASH, _PERCPU_ARRAY = 1, 2, 5, 6
 _QUEUE, _STACK, _RINGBUF, _BLOOM_FILTER = 22, 23, 27, 30
 _LPM_TRIE = 11
+_ARRAY_OF_MAPS, _HASH_OF_MAPS = 12, 13
 _LRU_HASH, _LRU_PERCPU_HASH = 9, 10
 
 
@@ -112,6 +113,17 @@ cdef class MapCore:
             if not seed:
                 seed = int.from_bytes(_os.urandom(8), "little") | 1
             lru_init(m, map_type == _LRU_PERCPU_HASH, seed)
+        elif map_type == _ARRAY_OF_MAPS or map_type == _HASH_OF_MAPS:
+            # values are the inner maps' ubpf_map pointers, set by userbpf.kernel
+            if value_size != 8:
+                raise ValueError("maps of maps store 8-byte map pointers")
+            m.inner_maps = 1
+            if map_type == _ARRAY_OF_MAPS:
+                array_init(m, False)
+            else:
+                if not seed:
+                    seed = int.from_bytes(_os.urandom(8), "little") | 1
+                hash_init(m, False, seed)
         else:
             raise NotImplementedError(f"map type {map_type} has no C storage yet")
 
@@ -259,7 +271,8 @@ cdef class MapCore:
     # -- hash buckets, for the batch commands (their token is a bucket number)
     cdef void *_hash(self) except NULL:
         self._ensure_alive()
-        if self.map.map_type not in (_HASH, _PERCPU_HASH, _LRU_HASH, _LRU_PERCPU_HASH):
+        if self.map.map_type not in (_HASH, _PERCPU_HASH, _LRU_HASH, _LRU_PERCPU_HASH,
+                                     _HASH_OF_MAPS):
             raise ValueError("not a hash map")
         return self.map.impl      # a hash_impl (LRU maps start with one)
 

@@ -749,6 +749,27 @@ cdef uint64_t vm_exec_at(const vm_prog *prog, vm_run *run, uint32_t entry, uint6
     return reg[0]
 
 
+# ---- runs in flight: when freed map memory can no longer be in use ----------
+cdef extern from *:
+    """
+    static uint64_t ubpf_runs_in_flight = 0;
+    static inline void _runs_enter(void) { __atomic_add_fetch(&ubpf_runs_in_flight, 1, __ATOMIC_SEQ_CST); }
+    static inline void _runs_leave(void) { __atomic_sub_fetch(&ubpf_runs_in_flight, 1, __ATOMIC_SEQ_CST); }
+    static inline uint64_t _runs_now(void) { return __atomic_load_n(&ubpf_runs_in_flight, __ATOMIC_SEQ_CST); }
+    """
+    void _runs_enter() noexcept nogil
+    void _runs_leave() noexcept nogil
+    uint64_t _runs_now() noexcept nogil
+
+
+def runs_in_flight():
+    """Program runs going on now in any thread. When it is 0, no program can
+    hold a pointer into map memory taken out of reach before the call (an
+    inner map removed from a map of maps): it may be freed, as after the
+    kernel's RCU grace period."""
+    return _runs_now()
+
+
 # ---- Python-facing wrapper --------------------------------------------------
 
 cdef uint64_t _py_helper(uint64_t r1, uint64_t r2, uint64_t r3, uint64_t r4, uint64_t r5,
@@ -825,7 +846,7 @@ cdef uint64_t _helper_for_each_map_elem(uint64_t r1, uint64_t r2, uint64_t r3, u
         run.status = VM_STATUS_ERR_MAP_ARG
         run.err_addr = r1
         return 0
-    if r4 != 0 or m.ops.for_each == NULL:
+    if r4 != 0 or m.ops.for_each == NULL or m.inner_maps:
         return <uint64_t>-EINVAL
     if (r2 & VM_FUNC_TAG_MASK) != VM_FUNC_TAG or (r2 & 0xffffffffu) >= run.prog.ninsns:
         run.status = VM_STATUS_ERR_HELPER       # not a function address the loader made
@@ -1013,7 +1034,8 @@ cdef class VMProgram:
         # rest are found by vm_access_ok's slow path.
         for i in range(self.prog.nmaps):
             m = self.prog.maps[i]
-            if m.region != NULL and run.nregions < VM_MAX_REGIONS:
+            # a map of maps' values are map pointers, never program memory
+            if m.region != NULL and not m.inner_maps and run.nregions < VM_MAX_REGIONS:
                 run.regions[run.nregions].start = <uint64_t>m.region
                 run.regions[run.nregions].len = m.region_len
                 run.regions[run.nregions].writable = m.region_writable
@@ -1043,8 +1065,10 @@ cdef class VMProgram:
         self._prepare(&run, <uint8_t *>stack, mem, &view, &have_view)
         run.cpu = cpu
         try:
+            _runs_enter()
             with nogil:
                 r0 = vm_exec(&self.prog, &run)
+            _runs_leave()
             self._finish(&run)
         finally:
             if have_view:
@@ -1070,6 +1094,7 @@ cdef class VMProgram:
         run.cpu = cpu
         r1, r2 = run.r1, run.r2
         try:
+            _runs_enter()
             with nogil:
                 clock_gettime(CLOCK_MONOTONIC, &t0)
                 for k in range(repeat):
@@ -1080,6 +1105,7 @@ cdef class VMProgram:
                         break
                     run.status = VM_STATUS_OK
                 clock_gettime(CLOCK_MONOTONIC, &t1)
+            _runs_leave()
             self._finish(&run)
         finally:
             if have_view:

@@ -97,7 +97,8 @@ class Map:
         self._files = fds._files
         self._obj = obj = fds._files.get(self.fd)
         mode = fds.modes.get(self.fd, 0)
-        core = getattr(obj, "core", None)
+        # fd maps keep their values in Python (slots): no fast path for them
+        core = getattr(obj, "core", None) if getattr(obj, "slots", None) is None else None
         self._rcore = core if core is not None and not mode & 0x10 else None   # BPF_F_WRONLY
         self._wcore = core if core is not None and not mode & 0x08 else None   # BPF_F_RDONLY
 
@@ -239,7 +240,8 @@ class Map:
 
     @property
     def core(self):
-        """The C storage programs reach (``Program(code, maps={m.fd: m})``)."""
+        """The C storage programs reach (``Program(code, maps={m.fd: m})``);
+        for maps of maps, the table of inner map pointers."""
         return self.kernel.fds.get(self.fd).core
 
     @property

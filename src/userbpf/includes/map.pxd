@@ -43,6 +43,7 @@ cdef extern from "userbpf/map.h" nogil:
         uint8_t *region
         uint64_t region_len
         int region_writable
+        int inner_maps
         void *impl
 
     ctypedef struct ubpf_spinlock:
@@ -50,3 +51,5 @@ cdef extern from "userbpf/map.h" nogil:
 
     void ubpf_spin_lock(ubpf_spinlock *l)
     void ubpf_spin_unlock(ubpf_spinlock *l)
+
+    ubpf_map *ubpf_inner_map(const void *value)

@@ -100,7 +100,7 @@ def hash_lookup(m, in_batch: Optional[bytes], count: int, elem_flags: int, flags
         return BatchResult([], [], 0, None)
     # a hash of maps keeps its keys in a C hash whose values are the map ids
     of_maps = m.slots is not None
-    table = m.slots.keys if of_maps else m.core
+    table = m.slots.ptrs if of_maps else m.core
     nbuckets = table.nbuckets
     if in_batch is not None and len(in_batch) < 4:     # the kernel copies 4 bytes in
         raise bpf_error(errno.EFAULT, "a hash map's batch token is a 4-byte bucket number")
@@ -120,7 +120,7 @@ def hash_lookup(m, in_batch: Optional[bytes], count: int, elem_flags: int, flags
             return result
         for key, value in items:
             keys.append(key)
-            values.append(value[:4] if of_maps else value)     # u32 map ids
+            values.append(m.slots.id_of(value) if of_maps else value)     # u32 map ids
             if delete:
                 m.delete(key)
         bucket += 1

@@ -5,9 +5,8 @@ User space stores an fd; the map keeps a reference to the object behind it
 (not the fd, which may be closed afterwards) and a lookup from user space
 returns the object's id, as the kernel's ``map_fd_sys_lookup_elem`` does.
 
-The hash of maps keeps its keys in a C hash table (so flags, "full" and
-get_next_key order are the HASH map's own). Programs cannot reach these
-maps' contents yet (tail calls and map-in-map lookups come with programs).
+Programs look maps of maps up through their C storage and get the inner
+map itself (PROG_ARRAY's tail calls come with programs).
 """
 from __future__ import annotations
 
@@ -15,7 +14,7 @@ import errno
 import struct
 from typing import Callable, Dict, Optional
 
-from .. import _maps
+from .. import _maps, _vm
 from ..uapi import MapType
 from .errors import ENOTSUPP, bpf_error
 from .objects import BpfObject
@@ -50,7 +49,16 @@ def meta_equal(meta: dict, m) -> bool:
 
 
 class FdSlots:
-    """The values of an fd-holding map: key bytes -> a referenced object."""
+    """The values of an fd-holding map: key bytes -> a referenced object.
+
+    Maps of maps also keep C storage (``ptrs``: an ARRAY_OF_MAPS or
+    HASH_OF_MAPS MapCore whose values are the inner maps' ``ubpf_map``
+    pointers), which is what programs look up; flags, "full" and
+    get_next_key order of a hash of maps are that C hash table's own.
+    Inner maps taken out stay allocated (``retired``) while program runs are
+    in flight in other threads, so a program that still holds one never
+    touches freed memory (the kernel defers the free with RCU).
+    """
 
     def __init__(self, attr: dict, ncpus: int, get_object: Callable[[int], BpfObject],
                  meta: Optional[dict] = None):
@@ -58,10 +66,11 @@ class FdSlots:
         self.meta = meta
         self.get_object = get_object       # fd -> object (EBADF / EINVAL), no new ref
         self.objects: Dict[bytes, BpfObject] = {}
-        self.is_hash = attr["map_type"] == MapType.HASH_OF_MAPS
-        # a HASH of the same geometry (values: object ids) keeps the keys
-        self.keys = _maps.MapCore(MapType.HASH, attr["key_size"], 8, attr["max_entries"],
-                                  attr["map_flags"], ncpus) if self.is_hash else None
+        self.retired: list = []
+        t = attr["map_type"]
+        self.is_hash = t == MapType.HASH_OF_MAPS
+        self.ptrs = _maps.MapCore(t, attr["key_size"], 8, attr["max_entries"],
+                                  attr["map_flags"], ncpus) if t in OF_MAPS else None
 
     # -- resolving what user space stores ------------------------------------
     def _object_for(self, value: bytes) -> BpfObject:
@@ -80,21 +89,43 @@ class FdSlots:
     def _index(self, key: bytes) -> int:
         return _U32.unpack(key)[0]
 
+    def _pointer(self, obj) -> bytes:
+        core = getattr(obj, "core", None)
+        return _U64.pack(core.address if core is not None else 0)
+
+    def id_of(self, stored: bytes) -> bytes:
+        """The u32 id of the map whose pointer a C slot holds (batch lookups)."""
+        address = _U64.unpack(stored[:8])[0]
+        for obj in self.objects.values():
+            if obj.core is not None and obj.core.address == address:
+                return _U32.pack(obj.id)
+        raise bpf_error(errno.ENOENT, "no such element")
+
+    def _drop(self, old) -> None:
+        """Release an inner object taken out of a slot (its slot is cleared)."""
+        if old is not None:
+            if getattr(old, "core", None) is not None:
+                self.retired.append(old.core)
+            old.put()
+        if self.retired and _vm.runs_in_flight() == 0:
+            self.retired = []           # the grace period is over: no run holds them
+
     # -- the element commands ---------------------------------------------------
     def update(self, key: bytes, value: bytes, flags: int) -> None:
         if self.is_hash:
             obj = self._object_for(value)
-            self.keys.update(key, _U64.pack(obj.id), flags)
+            self.ptrs.update(key, self._pointer(obj), flags)
         else:
             if flags != BPF_ANY:
                 raise bpf_error(errno.EINVAL, "fd arrays take only BPF_ANY")
             if self._index(key) >= self.attr["max_entries"]:
                 raise bpf_error(errno.E2BIG, "index beyond max_entries")
             obj = self._object_for(value)
+            if self.ptrs is not None:
+                self.ptrs.update(key, self._pointer(obj), BPF_ANY)
         old = self.objects.get(key)
         self.objects[key] = obj.get()
-        if old is not None:
-            old.put()
+        self._drop(old)
 
     def lookup(self, key: bytes) -> bytes:
         obj = self.objects.get(key)
@@ -104,17 +135,19 @@ class FdSlots:
 
     def delete(self, key: bytes) -> None:
         if self.is_hash:
-            self.keys.delete(key)
+            self.ptrs.delete(key)
         elif self._index(key) >= self.attr["max_entries"]:
             raise bpf_error(errno.E2BIG, "index beyond max_entries")
         obj = self.objects.pop(key, None)
         if obj is None:
             raise bpf_error(errno.ENOENT, "no such element")
-        obj.put()
+        if self.ptrs is not None and not self.is_hash:
+            self.ptrs.update(key, bytes(8), BPF_ANY)
+        self._drop(obj)
 
     def get_next_key(self, key: Optional[bytes]) -> bytes:
         if self.is_hash:
-            return self.keys.get_next_key(key)
+            return self.ptrs.get_next_key(key)
         n = self.attr["max_entries"]
         index = n if key is None else self._index(key)
         if index >= n:
@@ -128,4 +161,5 @@ class FdSlots:
         objs, self.objects = list(self.objects.values()), {}
         for obj in objs:
             obj.put()
-        self.keys = None
+        self.ptrs = None
+        self.retired = []

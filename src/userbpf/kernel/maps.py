@@ -359,7 +359,7 @@ class BpfMap(BpfObject):
         return self.attr["map_type"]
 
     def _store(self):
-        store = self.core if self.core is not None else self.slots
+        store = self.slots if self.slots is not None else self.core
         if store is None:
             raise bpf_error(ENOTSUPP, f"{MapType(self.map_type).name} elements need kernel "
                                       "objects userbpf does not simulate yet")
@@ -438,7 +438,8 @@ def create(obj_id: int, attr: dict, ncpus: int, get_fd: Callable, open_fds=(0, 1
         up = -(-n // ncpus) * ncpus
         attr["max_entries"] = up if up <= 0xFFFFFFFF else n // ncpus * ncpus
     if t in (MapType.PROG_ARRAY, MapType.ARRAY_OF_MAPS, MapType.HASH_OF_MAPS):
-        return BpfMap(obj_id, None, name, attr, fdmaps.FdSlots(attr, ncpus, get_fd, meta))
+        slots = fdmaps.FdSlots(attr, ncpus, get_fd, meta)
+        return BpfMap(obj_id, slots.ptrs, name, attr, slots)     # programs use ptrs
     try:
         core = _maps.MapCore(t, attr["key_size"], attr["value_size"], attr["max_entries"],
                              attr["map_flags"], ncpus, name,

@@ -29,6 +29,8 @@ cdef uint64_t helper_map_lookup_elem(uint64_t r1, uint64_t r2, uint64_t r3, uint
         return 0
     if m.ops.lookup == NULL:
         return 0
+    if m.inner_maps:                # a map of maps gives the inner map itself
+        return <uint64_t>ubpf_inner_map(m.ops.lookup(m, <const void *>r2, run.cpu))
     return <uint64_t>m.ops.lookup(m, <const void *>r2, run.cpu)
 
 
@@ -38,7 +40,7 @@ cdef uint64_t helper_map_update_elem(uint64_t r1, uint64_t r2, uint64_t r3, uint
     if m == NULL or not _mem_arg(run, r2, m.key_size, False) or \
             not _mem_arg(run, r3, m.value_size, False):
         return 0
-    if m.ops.update == NULL:
+    if m.ops.update == NULL or m.inner_maps:    # maps of maps change from user space only
         return <uint64_t>-EINVAL
     return <uint64_t>m.ops.update(m, <const void *>r2, <const void *>r3, r4, run.cpu)
 
@@ -48,7 +50,7 @@ cdef uint64_t helper_map_delete_elem(uint64_t r1, uint64_t r2, uint64_t r3, uint
     cdef ubpf_map *m = _map_arg(run, r1)
     if m == NULL or not _mem_arg(run, r2, m.key_size, False):
         return 0
-    if m.ops.delete_elem == NULL:
+    if m.ops.delete_elem == NULL or m.inner_maps:
         return <uint64_t>-EINVAL
     return <uint64_t>m.ops.delete_elem(m, <const void *>r2)
 
