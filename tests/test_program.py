@@ -316,3 +316,38 @@ def test_falling_off_the_end_is_a_runtime_error():
 def test_helpers_must_be_callable_or_capsules():
     with pytest.raises(TypeError, match="helper 1000: expected a callable"):
         Program([BPF_EMIT_CALL(1000), BPF_EXIT_INSN()], helpers={1000: 5})
+
+
+def test_threads_run_on_their_own_simulated_cpu():
+    """With per-CPU maps, each thread's runs default to one CPU of the maps."""
+    import threading
+    from userbpf._maps import MapCore
+    m = MapCore(6, 4, 8, 1, 0, 4)                    # PERCPU_ARRAY, 4 CPUs
+    code = """
+        *(u32 *)(r10 - 4) = 0
+        r1 = map[fd:3] ll
+        r2 = r10
+        r2 += -4
+        call bpf_map_lookup_elem
+        if r0 == 0 goto +3
+        r1 = 1
+        lock *(u64 *)(r0 + 0) += r1
+        call bpf_get_smp_processor_id
+        exit
+    """
+    p = Program(code, maps={3: m})
+    assert p.ncpus == 4
+    cpus = []
+
+    def worker():
+        cpus.append(p.run())
+        cpus.append(p.run())
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+        t.join()
+    assert sorted(set(cpus)) == sorted({c for c in cpus}) and len(set(cpus)) == 4
+    assert all(cpus[i] == cpus[i + 1] for i in range(0, 8, 2))    # a thread keeps its CPU
+    per_cpu = m.lookup((0).to_bytes(4, "little"))
+    assert [int.from_bytes(per_cpu[i * 8:i * 8 + 8], "little") for i in range(4)] == [2] * 4
+    assert p.run(cpu=2) == 2                             # the caller may choose

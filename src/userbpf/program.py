@@ -9,7 +9,9 @@ memory access, call depth, an instruction budget) keep the host safe.
 """
 from __future__ import annotations
 
+import itertools
 import struct
+import threading
 from typing import (Callable, Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence,
                     Tuple, Union)
 
@@ -223,22 +225,35 @@ class Program:
         self.maps = refs.used
         self._vm = _vm.VMProgram(records, self._orig_pc, table, self._fault, budget,
                                  self.maps)
+        # simulated CPUs: as many as the maps have (per-CPU values exist per CPU)
+        self.ncpus = min((m.ncpus for m in self.maps), default=1)
 
     # -- running -------------------------------------------------------------
 
-    def run(self, mem=None, *, cpu: int = 0) -> int:
+    def run(self, mem=None, *, cpu: Optional[int] = None) -> int:
         """Run once and return r0 (an unsigned 64-bit int).
 
         r1 is the address of ``mem`` and r2 its length (0 and 0 without
         memory). A writable buffer is modified in place; read-only bytes
-        are copied first.
+        are copied first. ``cpu`` is the simulated CPU the run is on (what
+        per-CPU maps and bpf_get_smp_processor_id see); by default each
+        thread gets one of the maps' CPUs, round-robin, and keeps it.
         """
+        if cpu is None:
+            cpu = 0 if self.ncpus == 1 else thread_cpu() % self.ncpus
         return self._vm.run(_writable(mem), cpu=cpu)
 
-    def run_batch(self, mem=None, repeat: int = 1, *, cpu: int = 0) -> BatchResult:
+    def run_batch(self, mem=None, repeat: int = 1, *, cpu: Optional[int] = None) -> BatchResult:
         """Run ``repeat`` times in a C loop and time it (for benchmarks)."""
-        r0, ns, insns = self._vm.run_batch(_writable(mem), repeat, cpu=cpu)
+        r0, ns, insns = self._vm.run_batch(_writable(mem), repeat, cpu=self._cpu(cpu))
         return BatchResult(r0, ns / max(repeat, 1), insns)
+
+    def _cpu(self, cpu: Optional[int]) -> int:
+        if cpu is not None:
+            return cpu
+        if self.ncpus == 1:
+            return 0
+        return thread_cpu() % self.ncpus
 
     def add_region(self, buf, writable: bool = True) -> None:
         """Let the program access ``buf`` through pointers (e.g. passed by a helper)."""
@@ -313,6 +328,19 @@ class Program:
             return VMError("fell off the end of the program (the last instruction "
                            "must be exit or a jump)", pc, text)
         return VMError("instruction cannot run", pc, text)
+
+
+_threads = threading.local()
+_next_thread = itertools.count()
+
+
+def thread_cpu() -> int:
+    """This thread's number, handed out in order of first use: the default
+    simulated CPU of its runs is that number modulo the CPUs."""
+    n = getattr(_threads, "n", None)
+    if n is None:
+        n = _threads.n = next(_next_thread)
+    return n
 
 
 def _writable(mem):
