@@ -604,7 +604,7 @@ def update_cases():
                                           f"flags{flags:#x}")
 
 
-@pytest.mark.parametrize("map_type, map_flags, filled, key, flags", update_cases())
+@pytest.mark.parametrize("map_type, map_flags, filled, key, flags", list(update_cases()))
 def test_update_elem_returns_what_the_kernel_returns(map_type, map_flags, filled, key, flags):
     kernel, user = helper_both(map_type, map_flags, range(filled), UPDATE, key, flags)
     assert user == kernel, f"kernel {kernel} userbpf {user}"
