@@ -26,12 +26,13 @@ from __future__ import annotations
 
 import errno
 import random
-import struct
 
 import pytest
 
 from userbpf import hostbpf
 from userbpf.kernel import Kernel
+
+from pairs import Mine, Theirs, outcome, u32
 from userbpf.uapi import Cmd, MapType
 
 pytestmark = pytest.mark.kernel
@@ -42,59 +43,6 @@ ANY, NOEXIST, EXIST = 0, 1, 2
 NO_COMMON_LRU = 1 << 1
 UPDATE_FLAGS = [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 4, 5, 8, 1 << 32]
 LOOKUP_FLAGS = [0] * 12 + [1, 2, 4, 8, 1 << 32]
-
-
-def u32(i: int) -> bytes:
-    return struct.pack("<I", i)
-
-
-def outcome(fn, *args):
-    try:
-        return ("ok", fn(*args))
-    except OSError as e:
-        return ("err", e.errno)
-
-
-class Mine:
-    def __init__(self, k: Kernel, fd: int):
-        self.k, self.fd = k, fd
-
-    def update(self, key, value, flags=ANY):
-        return self.k.bpf(Cmd.MAP_UPDATE_ELEM, map_fd=self.fd, key=key, value=value, flags=flags)
-
-    def lookup(self, key, flags=0):
-        return self.k.bpf(Cmd.MAP_LOOKUP_ELEM, map_fd=self.fd, key=key, flags=flags)
-
-    def delete(self, key):
-        return self.k.bpf(Cmd.MAP_DELETE_ELEM, map_fd=self.fd, key=key)
-
-    def get_next_key(self, key):
-        return self.k.bpf(Cmd.MAP_GET_NEXT_KEY, map_fd=self.fd, key=key)
-
-    def lookup_and_delete(self, key, flags=0):
-        return self.k.bpf(Cmd.MAP_LOOKUP_AND_DELETE_ELEM, map_fd=self.fd, key=key, flags=flags)
-
-
-class Theirs:
-    def __init__(self, hm):
-        self.m = hm
-
-    def update(self, key, value, flags=ANY):
-        self.m.update(key, value, flags)
-        return 0
-
-    def lookup(self, key, flags=0):
-        return self.m.lookup(key, flags)
-
-    def delete(self, key):
-        self.m.delete(key)
-        return 0
-
-    def get_next_key(self, key):
-        return self.m.get_next_key(key)
-
-    def lookup_and_delete(self, key, flags=0):
-        return self.m.lookup_and_delete(key, flags)
 
 
 def contents(side) -> dict:

@@ -21,6 +21,8 @@ import struct
 import pytest
 
 from userbpf.kernel import Kernel
+
+from pairs import Mine, Theirs, outcome, u32
 from userbpf.uapi import Cmd, MapType
 
 pytestmark = pytest.mark.kernel
@@ -31,64 +33,6 @@ PERCPU = (MapType.PERCPU_HASH, MapType.PERCPU_ARRAY)
 NO_PREALLOC = 1
 UPDATE_FLAGS = [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 4, 5, 6, 8, 1 << 32]
 LOOKUP_FLAGS = [0] * 12 + [1, 2, 4, 8, 1 << 32]
-
-
-def u32(i: int) -> bytes:
-    return struct.pack("<I", i)
-
-
-def outcome(fn, *args):
-    """('ok', result) or ('err', errno): what a call did, comparable across sides."""
-    try:
-        return ("ok", fn(*args))
-    except OSError as e:
-        return ("err", e.errno)
-
-
-class Mine:
-    """A map in userbpf's Kernel, with HostMap's method names."""
-
-    def __init__(self, k: Kernel, fd: int):
-        self.k, self.fd = k, fd
-
-    def update(self, key, value, flags):
-        return self.k.bpf(Cmd.MAP_UPDATE_ELEM, map_fd=self.fd, key=key, value=value, flags=flags)
-
-    def lookup(self, key, flags):
-        return self.k.bpf(Cmd.MAP_LOOKUP_ELEM, map_fd=self.fd, key=key, flags=flags)
-
-    def delete(self, key):
-        return self.k.bpf(Cmd.MAP_DELETE_ELEM, map_fd=self.fd, key=key)
-
-    def get_next_key(self, key):
-        return self.k.bpf(Cmd.MAP_GET_NEXT_KEY, map_fd=self.fd, key=key)
-
-    def lookup_and_delete(self, key, flags):
-        return self.k.bpf(Cmd.MAP_LOOKUP_AND_DELETE_ELEM, map_fd=self.fd, key=key, flags=flags)
-
-
-class Theirs:
-    """A HostMap with update's return value made 0 like the syscall's."""
-
-    def __init__(self, m):
-        self.m = m
-
-    def update(self, key, value, flags):
-        self.m.update(key, value, flags)
-        return 0
-
-    def lookup(self, key, flags):
-        return self.m.lookup(key, flags)
-
-    def delete(self, key):
-        self.m.delete(key)
-        return 0
-
-    def get_next_key(self, key):
-        return self.m.get_next_key(key)
-
-    def lookup_and_delete(self, key, flags):
-        return self.m.lookup_and_delete(key, flags)
 
 
 def walk(side) -> list:

@@ -7,7 +7,7 @@ import errno
 
 import pytest
 
-from userbpf import Cmd, HelperError, Kernel, Map, MapType, MemoryAccessError, Program, asm, isa
+from userbpf import HelperError, Kernel, Map, MapType, MemoryAccessError, Program, asm, isa
 
 NOT_FOUND = 0xdead
 
