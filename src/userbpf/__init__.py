@@ -15,6 +15,7 @@ from ._vm import c_helper
 from .program import Program
 from .uapi import AttachType, Cmd, MapType, ProgType
 from .kernel import Kernel, bpf
+from .kernel.progs import LoadedProgram, load_program
 from .map import Map
 from .abi import bpf_attr
 
@@ -22,5 +23,6 @@ __all__ = [
     "AsmError", "BudgetExceeded", "c_helper", "CallDepthError", "EncodingError", "HelperError",
     "Insn", "MemoryAccessError", "Program", "ProgramError", "UserBPFError", "VMError",
     "decode", "encode", "isa", "Kernel", "bpf", "Map", "bpf_attr", "Cmd", "MapType", "ProgType", "AttachType",
+    "load_program", "LoadedProgram",
 ]
 __version__ = "0.1.0"

@@ -1,4 +1,4 @@
-"""``union bpf_attr`` and ``struct bpf_map_info`` with the kernel's layout (ctypes).
+"""``union bpf_attr``, ``struct bpf_map_info`` and ``struct bpf_prog_info`` with the kernel's layout (ctypes).
 
 Code written against the real syscall packs these and passes pointers to
 its own buffers; :meth:`userbpf.Kernel.bpf` accepts the same union, reads the
@@ -105,6 +105,34 @@ class bpf_map_info(ctypes.Structure):
                 ("btf_vmlinux_value_type_id", u32), ("netns_dev", u64), ("netns_ino", u64),
                 ("btf_id", u32), ("btf_key_type_id", u32), ("btf_value_type_id", u32),
                 ("btf_vmlinux_id", u32), ("map_extra", u64)]
+
+
+BPF_TAG_SIZE = 8
+
+
+class bpf_prog_info(ctypes.Structure):
+    """``struct bpf_prog_info``, filled by OBJ_GET_INFO_BY_FD on a program fd.
+
+    The caller sets ``xlated_prog_len`` / ``xlated_prog_insns`` and
+    ``nr_map_ids`` / ``map_ids`` to name its buffers; the kernel fills them
+    and reports the full sizes in the same fields.
+    """
+    _fields_ = [("type", u32), ("id", u32), ("tag", ctypes.c_uint8 * BPF_TAG_SIZE),
+                ("jited_prog_len", u32), ("xlated_prog_len", u32),
+                ("jited_prog_insns", u64), ("xlated_prog_insns", u64),
+                ("load_time", u64), ("created_by_uid", u32), ("nr_map_ids", u32),
+                ("map_ids", u64), ("name", ctypes.c_char * BPF_OBJ_NAME_LEN),
+                ("ifindex", u32), ("gpl_compatible", u32, 1), ("_pad", u32, 31),
+                ("netns_dev", u64), ("netns_ino", u64),
+                ("nr_jited_ksyms", u32), ("nr_jited_func_lens", u32),
+                ("jited_ksyms", u64), ("jited_func_lens", u64),
+                ("btf_id", u32), ("func_info_rec_size", u32), ("func_info", u64),
+                ("nr_func_info", u32), ("nr_line_info", u32), ("line_info", u64),
+                ("jited_line_info", u64), ("nr_jited_line_info", u32),
+                ("line_info_rec_size", u32), ("jited_line_info_rec_size", u32),
+                ("nr_prog_tags", u32), ("prog_tags", u64), ("run_time_ns", u64),
+                ("run_cnt", u64), ("recursion_misses", u64), ("verified_insns", u32),
+                ("attach_btf_obj_id", u32), ("attach_btf_id", u32), ("_pad2", u32)]
 
 
 def read(addr: int, size: int) -> Optional[bytes]:

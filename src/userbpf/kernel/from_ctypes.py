@@ -13,9 +13,11 @@ import ctypes
 import errno
 from typing import Any, Callable, Dict
 
-from .. import abi
+from .. import abi, isa
+from ..isa import Pseudo
 from ..uapi import Cmd
 from . import batch as batch_mod
+from . import progs
 from .errors import bpf_error
 
 # Bytes of the union each command reads (offsetofend of its last field).
@@ -37,7 +39,13 @@ _USED: Dict[int, int] = {
     Cmd.MAP_LOOKUP_AND_DELETE_BATCH: ctypes.sizeof(abi.MapBatchAttr),
     Cmd.MAP_UPDATE_BATCH: ctypes.sizeof(abi.MapBatchAttr),
     Cmd.MAP_DELETE_BATCH: ctypes.sizeof(abi.MapBatchAttr),
+    Cmd.PROG_LOAD: ctypes.sizeof(abi.ProgLoadAttr),
+    Cmd.PROG_GET_NEXT_ID: 8,
+    Cmd.PROG_GET_FD_BY_ID: ctypes.sizeof(abi.GetIdAttr),
 }
+# fd_array entries a program may name by index (the kernel reads any the
+# caller's memory holds; userbpf reads what the program uses, up to this)
+FD_ARRAY_MAX = 1 << 20
 
 
 def _need(addr: int, what: str) -> int:
@@ -111,16 +119,74 @@ def _obj(cmd):
 
 
 def _info(k, a):
-    info = k.bpf(Cmd.OBJ_GET_INFO_BY_FD, bpf_fd=a.info.bpf_fd)
-    size = ctypes.sizeof(info)
+    obj = k._object(a.info.bpf_fd)
+    kind = abi.bpf_prog_info if obj.kind == "prog" else abi.bpf_map_info
+    size = ctypes.sizeof(kind)
     n = a.info.info_len
     if n > size:        # the caller's struct is newer: its tail must be zero
         tail = abi.read(_need(a.info.info, "info"), n)[size:]
         if any(tail):
-            raise bpf_error(errno.E2BIG, "info has non-zero bytes past struct bpf_map_info")
+            raise bpf_error(errno.E2BIG, f"info has non-zero bytes past struct {kind.__name__}")
         n = size
+    given = None
+    if obj.kind == "prog":      # its buffer pointers and counts are input
+        given = kind.from_buffer_copy(abi.read(_need(a.info.info, "info"), n).ljust(size, b"\0"))
+    info = k.bpf(Cmd.OBJ_GET_INFO_BY_FD, bpf_fd=a.info.bpf_fd, info=given)
     abi.write(_need(a.info.info, "info"), bytes(info)[:n])
     a.info.info_len = n
+    return 0
+
+
+def _user_view(addr: int, size: int):
+    """The caller's buffer as a writable memoryview (None for NULL)."""
+    if not addr:
+        return None
+    return memoryview((ctypes.c_char * size).from_address(addr)).cast("B")
+
+
+def _fd_array(addr: int, insns: bytes):
+    """The fd_array entries the program's MAP_IDX loads name, read from the
+    caller's int array (entries no load names read as 0)."""
+    if not addr:
+        return None
+    idx = [x.imm & 0xFFFFFFFF for x in isa.decode(insns) if x.code == 0x18
+           and x.src in (Pseudo.MAP_IDX, Pseudo.MAP_IDX_VALUE)]
+    if not idx:
+        return []
+    if max(idx) >= FD_ARRAY_MAX:
+        raise bpf_error(errno.EFAULT, f"fd_array index {max(idx)} is past what userbpf reads")
+    out = [0] * (max(idx) + 1)
+    for i in set(idx):
+        out[i] = ctypes.c_int.from_address(addr + 4 * i).value
+    return out
+
+
+def _prog_load(k, a):
+    """PROG_LOAD: the instructions, license and fd_array from the caller's
+    memory; the log written into its log_buf; log_true_size written back."""
+    f = abi.fields(a._load)
+    cnt = a.insn_cnt
+    if not a.insns:
+        f["insns"] = None
+    elif 0 < cnt <= progs.BPF_COMPLEXITY_LIMIT_INSNS:
+        f["insns"] = abi.read(a.insns, cnt * 8)
+    else:
+        f["insns"] = b""            # insn_cnt fails first (E2BIG)
+    f["license"] = ctypes.string_at(a.license) if a.license else None
+    f["log_buf"] = _user_view(a.log_buf, a.log_size)
+    f["fd_array"] = _fd_array(a.fd_array, f["insns"] or b"")
+    try:
+        fd, true_size = k.prog_load(f)
+    except OSError as e:
+        if hasattr(e, "log_true_size"):
+            a.log_true_size = e.log_true_size
+        raise
+    a.log_true_size = true_size
+    return fd
+
+
+def _prog_next_id(k, a):
+    a.next_id = k.bpf(Cmd.PROG_GET_NEXT_ID, start_id=a.start_id)
     return 0
 
 
@@ -181,6 +247,11 @@ CONVERTERS: Dict[int, Callable[[Any, abi.bpf_attr], Any]] = {
     Cmd.MAP_LOOKUP_AND_DELETE_BATCH: _batch(Cmd.MAP_LOOKUP_AND_DELETE_BATCH),
     Cmd.MAP_UPDATE_BATCH: _batch(Cmd.MAP_UPDATE_BATCH),
     Cmd.MAP_DELETE_BATCH: _batch(Cmd.MAP_DELETE_BATCH),
+    Cmd.PROG_LOAD: _prog_load,
+    Cmd.PROG_GET_NEXT_ID: _prog_next_id,
+    Cmd.PROG_GET_FD_BY_ID: lambda k, a: k.bpf(Cmd.PROG_GET_FD_BY_ID, prog_id=a.prog_id,
+                                              open_flags=a.open_flags,
+                                              fd_by_id_token_fd=a.fd_by_id_token_fd),
 }
 
 

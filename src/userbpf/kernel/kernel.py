@@ -24,6 +24,7 @@ from ..abi import bpf_attr, bpf_map_info
 from ..uapi import Cmd, MapType
 from . import batch, from_ctypes
 from . import maps as _maps
+from . import progs as _progs
 from .bpffs import BpfFs
 from .errors import ENOTSUPP, bpf_error
 from .objects import FdTable, IdSpace
@@ -46,7 +47,21 @@ ATTR_FIELDS: Dict[int, Dict[str, Any]] = {
     Cmd.MAP_GET_FD_BY_ID: dict(map_id=0, open_flags=0),
     Cmd.OBJ_PIN: dict(pathname=None, bpf_fd=None, file_flags=0, path_fd=0),
     Cmd.OBJ_GET: dict(pathname=None, bpf_fd=0, file_flags=0, path_fd=0),
-    Cmd.OBJ_GET_INFO_BY_FD: dict(bpf_fd=None, info_len=None),
+    Cmd.OBJ_GET_INFO_BY_FD: dict(bpf_fd=None, info_len=None, info=None),
+    # insns: bytes or instructions; insn_cnt None = all of them; license
+    # None = a NULL pointer (EFAULT, as the kernel); log_buf: a writable
+    # buffer of at least log_size bytes; fd_array: a list of fds
+    Cmd.PROG_LOAD: dict(prog_type=0, insn_cnt=None, insns=None, license=None, log_level=0,
+                        log_size=0, log_buf=None, kern_version=0, prog_flags=0,
+                        prog_name=b"", prog_ifindex=0, expected_attach_type=0,
+                        prog_btf_fd=0, func_info_rec_size=0, func_info=None,
+                        func_info_cnt=0, line_info_rec_size=0, line_info=None,
+                        line_info_cnt=0, attach_btf_id=0, attach_prog_fd=0,
+                        core_relo_cnt=0, fd_array=None, core_relos=None,
+                        core_relo_rec_size=0, log_true_size=0, prog_token_fd=0,
+                        fd_array_cnt=0),
+    Cmd.PROG_GET_NEXT_ID: dict(start_id=0),
+    Cmd.PROG_GET_FD_BY_ID: dict(prog_id=0, open_flags=0, fd_by_id_token_fd=0),
 }
 for _cmd in (Cmd.MAP_LOOKUP_BATCH, Cmd.MAP_LOOKUP_AND_DELETE_BATCH, Cmd.MAP_UPDATE_BATCH,
              Cmd.MAP_DELETE_BATCH):
@@ -70,6 +85,7 @@ class Kernel:
             raise ValueError("ncpus must be between 1 and 1024")
         self.fds = FdTable()
         self.map_ids = IdSpace()
+        self.prog_ids = IdSpace()        # programs count their own ids, as in the kernel
         self.fs = BpfFs()
         self._lock = threading.RLock()
         self._thread_cpu = threading.local()
@@ -91,6 +107,9 @@ class Kernel:
             Cmd.MAP_LOOKUP_AND_DELETE_BATCH: self._map_batch(Cmd.MAP_LOOKUP_AND_DELETE_BATCH),
             Cmd.MAP_UPDATE_BATCH: self._map_batch(Cmd.MAP_UPDATE_BATCH),
             Cmd.MAP_DELETE_BATCH: self._map_batch(Cmd.MAP_DELETE_BATCH),
+            Cmd.PROG_LOAD: self._prog_load,
+            Cmd.PROG_GET_NEXT_ID: self._prog_get_next_id,
+            Cmd.PROG_GET_FD_BY_ID: self._prog_get_fd_by_id,
         }
 
     # -- the entry point -------------------------------------------------------
@@ -301,8 +320,13 @@ class Kernel:
             raise bpf_error(errno.ENOENT, f"no map with id {a['map_id']}")
         return self.fds.install(obj, a["open_flags"])
 
-    def _obj_get_info_by_fd(self, a: dict) -> bpf_map_info:
-        """struct bpf_map_info for a map fd (programs and links come later)."""
+    def _obj_get_info_by_fd(self, a: dict):
+        """struct bpf_map_info for a map fd, struct bpf_prog_info for a
+        program fd (``info``: the caller's bpf_prog_info naming buffers for
+        the instruction dump and the map ids)."""
+        obj = self._object(a["bpf_fd"])
+        if obj.kind == "prog":
+            return _progs.prog_info(obj, a["info"])
         m = self._map(a["bpf_fd"])
         info = bpf_map_info(type=m.map_type, id=m.id, key_size=m.attr["key_size"],
                             value_size=m.attr["value_size"],
@@ -324,7 +348,32 @@ class Kernel:
             raise bpf_error(errno.EINVAL, "invalid file_flags")
         if a["bpf_fd"]:
             raise bpf_error(errno.EINVAL, "OBJ_GET takes no bpf_fd")
-        return self.fds.install(self.fs.lookup(a["pathname"]), flags)
+        obj = self.fs.lookup(a["pathname"])
+        if obj.kind == "prog" and flags:        # program files open read-write only
+            raise bpf_error(errno.EINVAL, "programs cannot be opened read-only or write-only")
+        return self.fds.install(obj, flags)
+
+    # -- program commands --------------------------------------------------------
+    def _prog_load(self, a: dict) -> int:
+        return self.prog_load(a)[0]
+
+    def prog_load(self, a: dict) -> tuple:
+        """PROG_LOAD with a full attr dict: ``(fd, log_true_size)``. Errors
+        carry ``.log`` and ``.log_true_size`` once the log exists."""
+        prog, log = _progs.load(self, a, self.prog_ids.new_id)
+        self.prog_ids.add(prog)
+        return self.fds.install(prog), log.true_size
+
+    def _prog_get_next_id(self, a: dict) -> int:
+        return self.prog_ids.next_id(a["start_id"])
+
+    def _prog_get_fd_by_id(self, a: dict) -> int:
+        if a["open_flags"] or a["fd_by_id_token_fd"]:
+            raise bpf_error(errno.EINVAL, "PROG_GET_FD_BY_ID takes no open_flags")
+        obj = self.prog_ids.live.get(a["prog_id"])
+        if obj is None:
+            raise bpf_error(errno.ENOENT, f"no program with id {a['prog_id']}")
+        return self.fds.install(obj)
 
 
 _default: Optional[Kernel] = None
