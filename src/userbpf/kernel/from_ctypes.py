@@ -13,7 +13,7 @@ import ctypes
 import errno
 from typing import Any, Callable, Dict
 
-from .. import abi, isa
+from .. import abi
 from ..isa import Pseudo
 from ..uapi import Cmd
 from . import batch as batch_mod
@@ -149,7 +149,7 @@ def _fd_array(addr: int, insns: bytes):
     caller's int array (entries no load names read as 0)."""
     if not addr:
         return None
-    idx = [x.imm & 0xFFFFFFFF for x in isa.decode(insns) if x.code == 0x18
+    idx = [x.imm & 0xFFFFFFFF for x in progs.decode_raw(insns) if x.code == 0x18
            and x.src in (Pseudo.MAP_IDX, Pseudo.MAP_IDX_VALUE)]
     if not idx:
         return []

@@ -244,11 +244,20 @@ def _insns(a: dict) -> List[Insn]:
         if len(code) < cnt * 8:
             raise bpf_error(errno.EFAULT, f"insns holds {len(code) // 8} instructions, "
                                           f"insn_cnt is {cnt}")
-        return isa.decode(code[:cnt * 8])
+        return decode_raw(code[:cnt * 8])
     flat = isa.flatten(code)
     if len(flat) < cnt:
         raise bpf_error(errno.EFAULT, f"insns holds {len(flat)} instructions, insn_cnt is {cnt}")
     return [Insn(*x) for x in flat[:cnt]]
+
+
+_RAW = struct.Struct("<BBhi")
+
+
+def decode_raw(code: bytes) -> List[Insn]:
+    """8-byte slots as they are: what copy_from_user hands the kernel (no
+    guessing about byte order, no opinion about the fields)."""
+    return [Insn(c, r & 0xF, r >> 4, off, imm) for c, r, off, imm in _RAW.iter_unpack(code)]
 
 
 def _insn_cnt(a: dict) -> int:
@@ -360,8 +369,8 @@ def _resolve_maps(kernel, insns: List[Insn], fd_array) -> Tuple[List, Dict[int, 
                 raise LoadError(errno.EINVAL, "no direct value access support for this map "
                                               "type")
             if m.attr["max_entries"] != 1 or off >= m.attr["value_size"]:
-                # array_map_direct_value_addr: EOPNOTSUPP for several entries
-                raise LoadError(errno.EOPNOTSUPP if m.attr["max_entries"] != 1
+                # array_map_direct_value_addr: ENOTSUPP for several entries
+                raise LoadError(ENOTSUPP if m.attr["max_entries"] != 1
                                 else errno.EINVAL,
                                 f"invalid access to map value pointer, value_size="
                                 f"{m.attr['value_size']} off={off}")
