@@ -16,7 +16,6 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-import struct
 
 import pytest
 
@@ -270,7 +269,7 @@ def test_prog_get_fd_by_id_and_next_id_flags(host):
     try:
         for side in (mine, theirs):
             fd = side.prog()
-            pid = side.info(fd) and _id(side, fd)
+            pid = _id(side, fd)
             for flags, want in ((0, None), (8, "EINVAL"), (16, "EINVAL")):
                 g = abi.bpf_attr()
                 g.prog_id, g.open_flags = pid, flags

@@ -23,12 +23,12 @@ import hashlib
 import os
 import struct
 import time
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 from .. import isa
 from ..errors import ProgramError
 from ..isa import Class, Insn, Pseudo, PseudoCall
-from ..program import Program, default_helpers
+from ..program import Program
 from ..uapi import AttachType, MapType, ProgFlag, ProgType
 from . import maps as _maps
 from .errors import ENOTSUPP, bpf_error
