@@ -30,6 +30,11 @@ typedef struct vm_insn {
     int64_t imm;      /* sign-extended immediate; the whole constant for lddw */
 } vm_insn;
 
+/* The largest value vm_insn.op can hold (never a decoded op). The
+ * interpreter's switch names it so that its jump table covers every byte
+ * and the compiler drops the range check before each dispatch. */
+#define VM_OP_BYTE_MAX 255
+
 /* Memory a run may touch. [start, start + len) */
 typedef struct vm_region {
     uint64_t start;

@@ -57,16 +57,23 @@ cdef enum:
     SKF_NET_OFF = -0x100000
 
 
-cdef inline bint _take(uint32_t *pc, int32_t target, uint64_t *count,
-                       uint64_t budget) noexcept nogil:
-    """Take a jump. `count` accumulates (block exit - block entry), so that
-    executed = count + pc at any block boundary: exact counts, paid only on
-    taken jumps. Returns True (and does not jump: pc - 1 stays the jump)
-    when the budget is exhausted."""
-    if count[0] + pc[0] > budget:
+cdef inline uint32_t _pc(const vm_insn *ins, const vm_insn *insns) noexcept nogil:
+    """The decoded index of record `ins`."""
+    return <uint32_t>(ins - insns)
+
+
+cdef inline bint _take(const vm_insn **ins, const vm_insn *insns, int32_t target,
+                       uint64_t *count, uint64_t budget) noexcept nogil:
+    """Take the jump at ``ins[0]``. `count` accumulates (block exit - block
+    entry), so that executed = count + pc (pc: the index of the next record
+    to run) at any block boundary: exact counts, paid only on taken jumps.
+    Returns True (and does not jump: ``ins[0]`` stays the jump) when the
+    budget is exhausted."""
+    cdef uint64_t pc = <uint64_t>_pc(ins[0], insns) + 1
+    if count[0] + pc > budget:
         return True
-    count[0] += <uint64_t>pc[0] - <uint64_t><uint32_t>target
-    pc[0] = <uint32_t>target
+    count[0] += pc - <uint64_t><uint32_t>target
+    ins[0] = insns + <uint32_t>target
     return False
 
 
@@ -97,10 +104,10 @@ cdef uint64_t vm_exec_at(const vm_prog *prog, vm_run *run, uint32_t entry, uint6
     cdef vm_frame frames[UBPF_MAX_CALL_FRAMES]
     cdef uint32_t loops[UBPF_MAX_CALL_FRAMES]
     cdef const vm_insn *insns = prog.insns
-    cdef const vm_insn *ins
+    cdef const vm_insn *ins = insns + entry         # the record being run
     cdef const vm_helper *h
-    cdef uint32_t pc = entry
-    cdef uint64_t count = run.insn_count - entry     # executed = count + pc, always
+    # executed = count + _pc(ins, insns) at the top of the loop, always
+    cdef uint64_t count = run.insn_count - entry
     cdef uint64_t budget = run.budget if run.budget else <uint64_t>-1
     cdef uint64_t addr, a, b
     cdef uint64_t stack_top = <uint64_t>run.stack + VM_STACK_BYTES
@@ -119,8 +126,6 @@ cdef uint64_t vm_exec_at(const vm_prog *prog, vm_run *run, uint32_t entry, uint6
     loops[base] = VM_MAX_LOOPS
 
     while True:
-        ins = &insns[pc]
-        pc += 1
         dst = ins.dst
         src = ins.src
         op = ins.op
@@ -261,254 +266,301 @@ cdef uint64_t vm_exec_at(const vm_prog *prog, vm_run *run, uint32_t entry, uint6
         elif op == VM_LE64:
             reg[dst] = vm_le64(reg[dst])
         elif op == VM_BE16 or op == VM_BSWAP16:
-            reg[dst] = vm_be16(reg[dst]) if op == VM_BE16 else vm_be16(vm_le16(reg[dst]))
+            reg[dst] = vm_be16(reg[dst]) if ins.op == VM_BE16 else vm_be16(vm_le16(reg[dst]))
         elif op == VM_BE32 or op == VM_BSWAP32:
-            reg[dst] = vm_be32(reg[dst]) if op == VM_BE32 else vm_be32(vm_le32(reg[dst]))
+            reg[dst] = vm_be32(reg[dst]) if ins.op == VM_BE32 else vm_be32(vm_le32(reg[dst]))
         elif op == VM_BE64 or op == VM_BSWAP64:
-            reg[dst] = vm_be64(reg[dst]) if op == VM_BE64 else vm_be64(vm_le64(reg[dst]))
+            reg[dst] = vm_be64(reg[dst]) if ins.op == VM_BE64 else vm_be64(vm_le64(reg[dst]))
         # ---- JMP: conditions compare unsigned unless the name says S ------
         elif op == VM_JA or op == VM_JA32:
-            if _take(&pc, ins.off, &count, budget):
-                _fault(run, VM_STATUS_ERR_BUDGET, pc - 1, 0, 0, 0)
+            if _take(&ins, insns, ins.off, &count, budget):
+                _fault(run, VM_STATUS_ERR_BUDGET, _pc(ins, insns), 0, 0, 0)
                 break
+            continue
         elif op == VM_JEQ64_K:
             if reg[dst] == <uint64_t>ins.imm:
-                if _take(&pc, ins.off, &count, budget):
-                    _fault(run, VM_STATUS_ERR_BUDGET, pc - 1, 0, 0, 0)
+                if _take(&ins, insns, ins.off, &count, budget):
+                    _fault(run, VM_STATUS_ERR_BUDGET, _pc(ins, insns), 0, 0, 0)
                     break
+                continue
         elif op == VM_JEQ64_X:
             if reg[dst] == reg[src]:
-                if _take(&pc, ins.off, &count, budget):
-                    _fault(run, VM_STATUS_ERR_BUDGET, pc - 1, 0, 0, 0)
+                if _take(&ins, insns, ins.off, &count, budget):
+                    _fault(run, VM_STATUS_ERR_BUDGET, _pc(ins, insns), 0, 0, 0)
                     break
+                continue
         elif op == VM_JNE64_K:
             if reg[dst] != <uint64_t>ins.imm:
-                if _take(&pc, ins.off, &count, budget):
-                    _fault(run, VM_STATUS_ERR_BUDGET, pc - 1, 0, 0, 0)
+                if _take(&ins, insns, ins.off, &count, budget):
+                    _fault(run, VM_STATUS_ERR_BUDGET, _pc(ins, insns), 0, 0, 0)
                     break
+                continue
         elif op == VM_JNE64_X:
             if reg[dst] != reg[src]:
-                if _take(&pc, ins.off, &count, budget):
-                    _fault(run, VM_STATUS_ERR_BUDGET, pc - 1, 0, 0, 0)
+                if _take(&ins, insns, ins.off, &count, budget):
+                    _fault(run, VM_STATUS_ERR_BUDGET, _pc(ins, insns), 0, 0, 0)
                     break
+                continue
         elif op == VM_JGT64_K:
             if reg[dst] > <uint64_t>ins.imm:
-                if _take(&pc, ins.off, &count, budget):
-                    _fault(run, VM_STATUS_ERR_BUDGET, pc - 1, 0, 0, 0)
+                if _take(&ins, insns, ins.off, &count, budget):
+                    _fault(run, VM_STATUS_ERR_BUDGET, _pc(ins, insns), 0, 0, 0)
                     break
+                continue
         elif op == VM_JGT64_X:
             if reg[dst] > reg[src]:
-                if _take(&pc, ins.off, &count, budget):
-                    _fault(run, VM_STATUS_ERR_BUDGET, pc - 1, 0, 0, 0)
+                if _take(&ins, insns, ins.off, &count, budget):
+                    _fault(run, VM_STATUS_ERR_BUDGET, _pc(ins, insns), 0, 0, 0)
                     break
+                continue
         elif op == VM_JGE64_K:
             if reg[dst] >= <uint64_t>ins.imm:
-                if _take(&pc, ins.off, &count, budget):
-                    _fault(run, VM_STATUS_ERR_BUDGET, pc - 1, 0, 0, 0)
+                if _take(&ins, insns, ins.off, &count, budget):
+                    _fault(run, VM_STATUS_ERR_BUDGET, _pc(ins, insns), 0, 0, 0)
                     break
+                continue
         elif op == VM_JGE64_X:
             if reg[dst] >= reg[src]:
-                if _take(&pc, ins.off, &count, budget):
-                    _fault(run, VM_STATUS_ERR_BUDGET, pc - 1, 0, 0, 0)
+                if _take(&ins, insns, ins.off, &count, budget):
+                    _fault(run, VM_STATUS_ERR_BUDGET, _pc(ins, insns), 0, 0, 0)
                     break
+                continue
         elif op == VM_JLT64_K:
             if reg[dst] < <uint64_t>ins.imm:
-                if _take(&pc, ins.off, &count, budget):
-                    _fault(run, VM_STATUS_ERR_BUDGET, pc - 1, 0, 0, 0)
+                if _take(&ins, insns, ins.off, &count, budget):
+                    _fault(run, VM_STATUS_ERR_BUDGET, _pc(ins, insns), 0, 0, 0)
                     break
+                continue
         elif op == VM_JLT64_X:
             if reg[dst] < reg[src]:
-                if _take(&pc, ins.off, &count, budget):
-                    _fault(run, VM_STATUS_ERR_BUDGET, pc - 1, 0, 0, 0)
+                if _take(&ins, insns, ins.off, &count, budget):
+                    _fault(run, VM_STATUS_ERR_BUDGET, _pc(ins, insns), 0, 0, 0)
                     break
+                continue
         elif op == VM_JLE64_K:
             if reg[dst] <= <uint64_t>ins.imm:
-                if _take(&pc, ins.off, &count, budget):
-                    _fault(run, VM_STATUS_ERR_BUDGET, pc - 1, 0, 0, 0)
+                if _take(&ins, insns, ins.off, &count, budget):
+                    _fault(run, VM_STATUS_ERR_BUDGET, _pc(ins, insns), 0, 0, 0)
                     break
+                continue
         elif op == VM_JLE64_X:
             if reg[dst] <= reg[src]:
-                if _take(&pc, ins.off, &count, budget):
-                    _fault(run, VM_STATUS_ERR_BUDGET, pc - 1, 0, 0, 0)
+                if _take(&ins, insns, ins.off, &count, budget):
+                    _fault(run, VM_STATUS_ERR_BUDGET, _pc(ins, insns), 0, 0, 0)
                     break
+                continue
         elif op == VM_JSET64_K:
             if reg[dst] & <uint64_t>ins.imm:
-                if _take(&pc, ins.off, &count, budget):
-                    _fault(run, VM_STATUS_ERR_BUDGET, pc - 1, 0, 0, 0)
+                if _take(&ins, insns, ins.off, &count, budget):
+                    _fault(run, VM_STATUS_ERR_BUDGET, _pc(ins, insns), 0, 0, 0)
                     break
+                continue
         elif op == VM_JSET64_X:
             if reg[dst] & reg[src]:
-                if _take(&pc, ins.off, &count, budget):
-                    _fault(run, VM_STATUS_ERR_BUDGET, pc - 1, 0, 0, 0)
+                if _take(&ins, insns, ins.off, &count, budget):
+                    _fault(run, VM_STATUS_ERR_BUDGET, _pc(ins, insns), 0, 0, 0)
                     break
+                continue
         elif op == VM_JSGT64_K:
             if <int64_t>reg[dst] > ins.imm:
-                if _take(&pc, ins.off, &count, budget):
-                    _fault(run, VM_STATUS_ERR_BUDGET, pc - 1, 0, 0, 0)
+                if _take(&ins, insns, ins.off, &count, budget):
+                    _fault(run, VM_STATUS_ERR_BUDGET, _pc(ins, insns), 0, 0, 0)
                     break
+                continue
         elif op == VM_JSGT64_X:
             if <int64_t>reg[dst] > <int64_t>reg[src]:
-                if _take(&pc, ins.off, &count, budget):
-                    _fault(run, VM_STATUS_ERR_BUDGET, pc - 1, 0, 0, 0)
+                if _take(&ins, insns, ins.off, &count, budget):
+                    _fault(run, VM_STATUS_ERR_BUDGET, _pc(ins, insns), 0, 0, 0)
                     break
+                continue
         elif op == VM_JSGE64_K:
             if <int64_t>reg[dst] >= ins.imm:
-                if _take(&pc, ins.off, &count, budget):
-                    _fault(run, VM_STATUS_ERR_BUDGET, pc - 1, 0, 0, 0)
+                if _take(&ins, insns, ins.off, &count, budget):
+                    _fault(run, VM_STATUS_ERR_BUDGET, _pc(ins, insns), 0, 0, 0)
                     break
+                continue
         elif op == VM_JSGE64_X:
             if <int64_t>reg[dst] >= <int64_t>reg[src]:
-                if _take(&pc, ins.off, &count, budget):
-                    _fault(run, VM_STATUS_ERR_BUDGET, pc - 1, 0, 0, 0)
+                if _take(&ins, insns, ins.off, &count, budget):
+                    _fault(run, VM_STATUS_ERR_BUDGET, _pc(ins, insns), 0, 0, 0)
                     break
+                continue
         elif op == VM_JSLT64_K:
             if <int64_t>reg[dst] < ins.imm:
-                if _take(&pc, ins.off, &count, budget):
-                    _fault(run, VM_STATUS_ERR_BUDGET, pc - 1, 0, 0, 0)
+                if _take(&ins, insns, ins.off, &count, budget):
+                    _fault(run, VM_STATUS_ERR_BUDGET, _pc(ins, insns), 0, 0, 0)
                     break
+                continue
         elif op == VM_JSLT64_X:
             if <int64_t>reg[dst] < <int64_t>reg[src]:
-                if _take(&pc, ins.off, &count, budget):
-                    _fault(run, VM_STATUS_ERR_BUDGET, pc - 1, 0, 0, 0)
+                if _take(&ins, insns, ins.off, &count, budget):
+                    _fault(run, VM_STATUS_ERR_BUDGET, _pc(ins, insns), 0, 0, 0)
                     break
+                continue
         elif op == VM_JSLE64_K:
             if <int64_t>reg[dst] <= ins.imm:
-                if _take(&pc, ins.off, &count, budget):
-                    _fault(run, VM_STATUS_ERR_BUDGET, pc - 1, 0, 0, 0)
+                if _take(&ins, insns, ins.off, &count, budget):
+                    _fault(run, VM_STATUS_ERR_BUDGET, _pc(ins, insns), 0, 0, 0)
                     break
+                continue
         elif op == VM_JSLE64_X:
             if <int64_t>reg[dst] <= <int64_t>reg[src]:
-                if _take(&pc, ins.off, &count, budget):
-                    _fault(run, VM_STATUS_ERR_BUDGET, pc - 1, 0, 0, 0)
+                if _take(&ins, insns, ins.off, &count, budget):
+                    _fault(run, VM_STATUS_ERR_BUDGET, _pc(ins, insns), 0, 0, 0)
                     break
+                continue
         # ---- JMP32: the same on the low 32 bits ---------------------------
         elif op == VM_JEQ32_K:
             if <uint32_t>reg[dst] == <uint32_t>ins.imm:
-                if _take(&pc, ins.off, &count, budget):
-                    _fault(run, VM_STATUS_ERR_BUDGET, pc - 1, 0, 0, 0)
+                if _take(&ins, insns, ins.off, &count, budget):
+                    _fault(run, VM_STATUS_ERR_BUDGET, _pc(ins, insns), 0, 0, 0)
                     break
+                continue
         elif op == VM_JEQ32_X:
             if <uint32_t>reg[dst] == <uint32_t>reg[src]:
-                if _take(&pc, ins.off, &count, budget):
-                    _fault(run, VM_STATUS_ERR_BUDGET, pc - 1, 0, 0, 0)
+                if _take(&ins, insns, ins.off, &count, budget):
+                    _fault(run, VM_STATUS_ERR_BUDGET, _pc(ins, insns), 0, 0, 0)
                     break
+                continue
         elif op == VM_JNE32_K:
             if <uint32_t>reg[dst] != <uint32_t>ins.imm:
-                if _take(&pc, ins.off, &count, budget):
-                    _fault(run, VM_STATUS_ERR_BUDGET, pc - 1, 0, 0, 0)
+                if _take(&ins, insns, ins.off, &count, budget):
+                    _fault(run, VM_STATUS_ERR_BUDGET, _pc(ins, insns), 0, 0, 0)
                     break
+                continue
         elif op == VM_JNE32_X:
             if <uint32_t>reg[dst] != <uint32_t>reg[src]:
-                if _take(&pc, ins.off, &count, budget):
-                    _fault(run, VM_STATUS_ERR_BUDGET, pc - 1, 0, 0, 0)
+                if _take(&ins, insns, ins.off, &count, budget):
+                    _fault(run, VM_STATUS_ERR_BUDGET, _pc(ins, insns), 0, 0, 0)
                     break
+                continue
         elif op == VM_JGT32_K:
             if <uint32_t>reg[dst] > <uint32_t>ins.imm:
-                if _take(&pc, ins.off, &count, budget):
-                    _fault(run, VM_STATUS_ERR_BUDGET, pc - 1, 0, 0, 0)
+                if _take(&ins, insns, ins.off, &count, budget):
+                    _fault(run, VM_STATUS_ERR_BUDGET, _pc(ins, insns), 0, 0, 0)
                     break
+                continue
         elif op == VM_JGT32_X:
             if <uint32_t>reg[dst] > <uint32_t>reg[src]:
-                if _take(&pc, ins.off, &count, budget):
-                    _fault(run, VM_STATUS_ERR_BUDGET, pc - 1, 0, 0, 0)
+                if _take(&ins, insns, ins.off, &count, budget):
+                    _fault(run, VM_STATUS_ERR_BUDGET, _pc(ins, insns), 0, 0, 0)
                     break
+                continue
         elif op == VM_JGE32_K:
             if <uint32_t>reg[dst] >= <uint32_t>ins.imm:
-                if _take(&pc, ins.off, &count, budget):
-                    _fault(run, VM_STATUS_ERR_BUDGET, pc - 1, 0, 0, 0)
+                if _take(&ins, insns, ins.off, &count, budget):
+                    _fault(run, VM_STATUS_ERR_BUDGET, _pc(ins, insns), 0, 0, 0)
                     break
+                continue
         elif op == VM_JGE32_X:
             if <uint32_t>reg[dst] >= <uint32_t>reg[src]:
-                if _take(&pc, ins.off, &count, budget):
-                    _fault(run, VM_STATUS_ERR_BUDGET, pc - 1, 0, 0, 0)
+                if _take(&ins, insns, ins.off, &count, budget):
+                    _fault(run, VM_STATUS_ERR_BUDGET, _pc(ins, insns), 0, 0, 0)
                     break
+                continue
         elif op == VM_JLT32_K:
             if <uint32_t>reg[dst] < <uint32_t>ins.imm:
-                if _take(&pc, ins.off, &count, budget):
-                    _fault(run, VM_STATUS_ERR_BUDGET, pc - 1, 0, 0, 0)
+                if _take(&ins, insns, ins.off, &count, budget):
+                    _fault(run, VM_STATUS_ERR_BUDGET, _pc(ins, insns), 0, 0, 0)
                     break
+                continue
         elif op == VM_JLT32_X:
             if <uint32_t>reg[dst] < <uint32_t>reg[src]:
-                if _take(&pc, ins.off, &count, budget):
-                    _fault(run, VM_STATUS_ERR_BUDGET, pc - 1, 0, 0, 0)
+                if _take(&ins, insns, ins.off, &count, budget):
+                    _fault(run, VM_STATUS_ERR_BUDGET, _pc(ins, insns), 0, 0, 0)
                     break
+                continue
         elif op == VM_JLE32_K:
             if <uint32_t>reg[dst] <= <uint32_t>ins.imm:
-                if _take(&pc, ins.off, &count, budget):
-                    _fault(run, VM_STATUS_ERR_BUDGET, pc - 1, 0, 0, 0)
+                if _take(&ins, insns, ins.off, &count, budget):
+                    _fault(run, VM_STATUS_ERR_BUDGET, _pc(ins, insns), 0, 0, 0)
                     break
+                continue
         elif op == VM_JLE32_X:
             if <uint32_t>reg[dst] <= <uint32_t>reg[src]:
-                if _take(&pc, ins.off, &count, budget):
-                    _fault(run, VM_STATUS_ERR_BUDGET, pc - 1, 0, 0, 0)
+                if _take(&ins, insns, ins.off, &count, budget):
+                    _fault(run, VM_STATUS_ERR_BUDGET, _pc(ins, insns), 0, 0, 0)
                     break
+                continue
         elif op == VM_JSET32_K:
             if <uint32_t>reg[dst] & <uint32_t>ins.imm:
-                if _take(&pc, ins.off, &count, budget):
-                    _fault(run, VM_STATUS_ERR_BUDGET, pc - 1, 0, 0, 0)
+                if _take(&ins, insns, ins.off, &count, budget):
+                    _fault(run, VM_STATUS_ERR_BUDGET, _pc(ins, insns), 0, 0, 0)
                     break
+                continue
         elif op == VM_JSET32_X:
             if <uint32_t>reg[dst] & <uint32_t>reg[src]:
-                if _take(&pc, ins.off, &count, budget):
-                    _fault(run, VM_STATUS_ERR_BUDGET, pc - 1, 0, 0, 0)
+                if _take(&ins, insns, ins.off, &count, budget):
+                    _fault(run, VM_STATUS_ERR_BUDGET, _pc(ins, insns), 0, 0, 0)
                     break
+                continue
         elif op == VM_JSGT32_K:
             if <int32_t>reg[dst] > <int32_t>ins.imm:
-                if _take(&pc, ins.off, &count, budget):
-                    _fault(run, VM_STATUS_ERR_BUDGET, pc - 1, 0, 0, 0)
+                if _take(&ins, insns, ins.off, &count, budget):
+                    _fault(run, VM_STATUS_ERR_BUDGET, _pc(ins, insns), 0, 0, 0)
                     break
+                continue
         elif op == VM_JSGT32_X:
             if <int32_t>reg[dst] > <int32_t>reg[src]:
-                if _take(&pc, ins.off, &count, budget):
-                    _fault(run, VM_STATUS_ERR_BUDGET, pc - 1, 0, 0, 0)
+                if _take(&ins, insns, ins.off, &count, budget):
+                    _fault(run, VM_STATUS_ERR_BUDGET, _pc(ins, insns), 0, 0, 0)
                     break
+                continue
         elif op == VM_JSGE32_K:
             if <int32_t>reg[dst] >= <int32_t>ins.imm:
-                if _take(&pc, ins.off, &count, budget):
-                    _fault(run, VM_STATUS_ERR_BUDGET, pc - 1, 0, 0, 0)
+                if _take(&ins, insns, ins.off, &count, budget):
+                    _fault(run, VM_STATUS_ERR_BUDGET, _pc(ins, insns), 0, 0, 0)
                     break
+                continue
         elif op == VM_JSGE32_X:
             if <int32_t>reg[dst] >= <int32_t>reg[src]:
-                if _take(&pc, ins.off, &count, budget):
-                    _fault(run, VM_STATUS_ERR_BUDGET, pc - 1, 0, 0, 0)
+                if _take(&ins, insns, ins.off, &count, budget):
+                    _fault(run, VM_STATUS_ERR_BUDGET, _pc(ins, insns), 0, 0, 0)
                     break
+                continue
         elif op == VM_JSLT32_K:
             if <int32_t>reg[dst] < <int32_t>ins.imm:
-                if _take(&pc, ins.off, &count, budget):
-                    _fault(run, VM_STATUS_ERR_BUDGET, pc - 1, 0, 0, 0)
+                if _take(&ins, insns, ins.off, &count, budget):
+                    _fault(run, VM_STATUS_ERR_BUDGET, _pc(ins, insns), 0, 0, 0)
                     break
+                continue
         elif op == VM_JSLT32_X:
             if <int32_t>reg[dst] < <int32_t>reg[src]:
-                if _take(&pc, ins.off, &count, budget):
-                    _fault(run, VM_STATUS_ERR_BUDGET, pc - 1, 0, 0, 0)
+                if _take(&ins, insns, ins.off, &count, budget):
+                    _fault(run, VM_STATUS_ERR_BUDGET, _pc(ins, insns), 0, 0, 0)
                     break
+                continue
         elif op == VM_JSLE32_K:
             if <int32_t>reg[dst] <= <int32_t>ins.imm:
-                if _take(&pc, ins.off, &count, budget):
-                    _fault(run, VM_STATUS_ERR_BUDGET, pc - 1, 0, 0, 0)
+                if _take(&ins, insns, ins.off, &count, budget):
+                    _fault(run, VM_STATUS_ERR_BUDGET, _pc(ins, insns), 0, 0, 0)
                     break
+                continue
         elif op == VM_JSLE32_X:
             if <int32_t>reg[dst] <= <int32_t>reg[src]:
-                if _take(&pc, ins.off, &count, budget):
-                    _fault(run, VM_STATUS_ERR_BUDGET, pc - 1, 0, 0, 0)
+                if _take(&ins, insns, ins.off, &count, budget):
+                    _fault(run, VM_STATUS_ERR_BUDGET, _pc(ins, insns), 0, 0, 0)
                     break
+                continue
         elif op == VM_MAY_GOTO:
             # The kernel gives each frame BPF_MAX_LOOPS may_goto passes.
             if loops[depth]:
                 loops[depth] -= 1
-            elif _take(&pc, ins.off, &count, budget):
-                _fault(run, VM_STATUS_ERR_BUDGET, pc - 1, 0, 0, 0)
-                break
+            else:
+                if _take(&ins, insns, ins.off, &count, budget):
+                    _fault(run, VM_STATUS_ERR_BUDGET, _pc(ins, insns), 0, 0, 0)
+                    break
+                continue
         # ---- calls and exit ------------------------------------------------
         elif op == VM_CALL_HELPER:
             h = &prog.helpers[ins.off]
-            run.insn_count = count + pc          # callbacks continue the count
+            run.insn_count = count + _pc(ins, insns) + 1    # callbacks continue the count
             run.cur_depth = depth
             reg[0] = h.fn(reg[1], reg[2], reg[3], reg[4], reg[5], run, h.data)
-            count = run.insn_count - pc
+            count = run.insn_count - _pc(ins, insns) - 1
             if run.status != VM_STATUS_OK:
                 if run.err_pc == VM_NO_PC:       # not a fault inside a callback
-                    run.err_pc = pc - 1
+                    run.err_pc = _pc(ins, insns)
                 break
         elif op == VM_CALLX:
             h = NULL
@@ -517,36 +569,37 @@ cdef uint64_t vm_exec_at(const vm_prog *prog, vm_run *run, uint32_t entry, uint6
                     h = &prog.helpers[i]
                     break
             if h == NULL:
-                _fault(run, VM_STATUS_ERR_HELPER, pc - 1, reg[dst], 0, 0)
+                _fault(run, VM_STATUS_ERR_HELPER, _pc(ins, insns), reg[dst], 0, 0)
                 break
-            run.insn_count = count + pc
+            run.insn_count = count + _pc(ins, insns) + 1
             run.cur_depth = depth
             reg[0] = h.fn(reg[1], reg[2], reg[3], reg[4], reg[5], run, h.data)
-            count = run.insn_count - pc
+            count = run.insn_count - _pc(ins, insns) - 1
             if run.status != VM_STATUS_OK:
                 if run.err_pc == VM_NO_PC:
-                    run.err_pc = pc - 1
+                    run.err_pc = _pc(ins, insns)
                 break
         elif op == VM_CALL_LOCAL:
             if depth + 1 >= UBPF_MAX_CALL_FRAMES:
-                _fault(run, VM_STATUS_ERR_DEPTH, pc - 1, 0, 0, 0)
+                _fault(run, VM_STATUS_ERR_DEPTH, _pc(ins, insns), 0, 0, 0)
                 break
             frames[depth].saved[0] = reg[6]
             frames[depth].saved[1] = reg[7]
             frames[depth].saved[2] = reg[8]
             frames[depth].saved[3] = reg[9]
             frames[depth].fp = reg[10]
-            frames[depth].ret = pc
+            frames[depth].ret = _pc(ins, insns) + 1
             depth += 1
             loops[depth] = VM_MAX_LOOPS
             reg[10] = stack_top - <uint64_t>depth * UBPF_STACK_SIZE
-            if _take(&pc, ins.off, &count, budget):
-                _fault(run, VM_STATUS_ERR_BUDGET, pc - 1, 0, 0, 0)
+            if _take(&ins, insns, ins.off, &count, budget):
+                _fault(run, VM_STATUS_ERR_BUDGET, _pc(ins, insns), 0, 0, 0)
                 break
+            continue
         elif op == VM_EXIT:
             if depth == base:
-                if base == 0 and count + pc > budget:   # a long straight run past the budget
-                    _fault(run, VM_STATUS_ERR_BUDGET, pc - 1, 0, 0, 0)
+                if base == 0 and count + _pc(ins, insns) + 1 > budget:   # a long straight run past the budget
+                    _fault(run, VM_STATUS_ERR_BUDGET, _pc(ins, insns), 0, 0, 0)
                 break
             depth -= 1
             reg[6] = frames[depth].saved[0]
@@ -554,106 +607,107 @@ cdef uint64_t vm_exec_at(const vm_prog *prog, vm_run *run, uint32_t entry, uint6
             reg[8] = frames[depth].saved[2]
             reg[9] = frames[depth].saved[3]
             reg[10] = frames[depth].fp
-            if _take(&pc, <int32_t>frames[depth].ret, &count, budget):
-                _fault(run, VM_STATUS_ERR_BUDGET, pc - 1, 0, 0, 0)
+            if _take(&ins, insns, <int32_t>frames[depth].ret, &count, budget):
+                _fault(run, VM_STATUS_ERR_BUDGET, _pc(ins, insns), 0, 0, 0)
                 break
+            continue
         # ---- loads and stores ---------------------------------------------
         elif op == VM_LDDW:
             reg[dst] = <uint64_t>ins.imm
         elif op == VM_LDXB:
             addr = reg[src] + <uint64_t>ins.off
             if not vm_access_ok(run, addr, 1, 0):
-                _fault(run, VM_STATUS_ERR_MEM, pc - 1, addr, 1, 0)
+                _fault(run, VM_STATUS_ERR_MEM, _pc(ins, insns), addr, 1, 0)
                 break
             reg[dst] = (<const uint8_t *>addr)[0]
         elif op == VM_LDXH:
             addr = reg[src] + <uint64_t>ins.off
             if not vm_access_ok(run, addr, 2, 0):
-                _fault(run, VM_STATUS_ERR_MEM, pc - 1, addr, 2, 0)
+                _fault(run, VM_STATUS_ERR_MEM, _pc(ins, insns), addr, 2, 0)
                 break
             reg[dst] = vm_load(addr, 2)
         elif op == VM_LDXW:
             addr = reg[src] + <uint64_t>ins.off
             if not vm_access_ok(run, addr, 4, 0):
-                _fault(run, VM_STATUS_ERR_MEM, pc - 1, addr, 4, 0)
+                _fault(run, VM_STATUS_ERR_MEM, _pc(ins, insns), addr, 4, 0)
                 break
             reg[dst] = vm_load(addr, 4)
         elif op == VM_LDXDW:
             addr = reg[src] + <uint64_t>ins.off
             if not vm_access_ok(run, addr, 8, 0):
-                _fault(run, VM_STATUS_ERR_MEM, pc - 1, addr, 8, 0)
+                _fault(run, VM_STATUS_ERR_MEM, _pc(ins, insns), addr, 8, 0)
                 break
             reg[dst] = vm_load(addr, 8)
         elif op == VM_LDXSB:
             addr = reg[src] + <uint64_t>ins.off
             if not vm_access_ok(run, addr, 1, 0):
-                _fault(run, VM_STATUS_ERR_MEM, pc - 1, addr, 1, 0)
+                _fault(run, VM_STATUS_ERR_MEM, _pc(ins, insns), addr, 1, 0)
                 break
             reg[dst] = <uint64_t>vm_sext(vm_load(addr, 1), 1)
         elif op == VM_LDXSH:
             addr = reg[src] + <uint64_t>ins.off
             if not vm_access_ok(run, addr, 2, 0):
-                _fault(run, VM_STATUS_ERR_MEM, pc - 1, addr, 2, 0)
+                _fault(run, VM_STATUS_ERR_MEM, _pc(ins, insns), addr, 2, 0)
                 break
             reg[dst] = <uint64_t>vm_sext(vm_load(addr, 2), 2)
         elif op == VM_LDXSW:
             addr = reg[src] + <uint64_t>ins.off
             if not vm_access_ok(run, addr, 4, 0):
-                _fault(run, VM_STATUS_ERR_MEM, pc - 1, addr, 4, 0)
+                _fault(run, VM_STATUS_ERR_MEM, _pc(ins, insns), addr, 4, 0)
                 break
             reg[dst] = <uint64_t>vm_sext(vm_load(addr, 4), 4)
         elif op == VM_STB:
             addr = reg[dst] + <uint64_t>ins.off
             if not vm_access_ok(run, addr, 1, 1):
-                _fault(run, VM_STATUS_ERR_MEM, pc - 1, addr, 1, 1)
+                _fault(run, VM_STATUS_ERR_MEM, _pc(ins, insns), addr, 1, 1)
                 break
             (<uint8_t *>addr)[0] = <uint8_t>ins.imm
         elif op == VM_STH:
             addr = reg[dst] + <uint64_t>ins.off
             if not vm_access_ok(run, addr, 2, 1):
-                _fault(run, VM_STATUS_ERR_MEM, pc - 1, addr, 2, 1)
+                _fault(run, VM_STATUS_ERR_MEM, _pc(ins, insns), addr, 2, 1)
                 break
             vm_store(addr, 2, <uint64_t>ins.imm)
         elif op == VM_STW:
             addr = reg[dst] + <uint64_t>ins.off
             if not vm_access_ok(run, addr, 4, 1):
-                _fault(run, VM_STATUS_ERR_MEM, pc - 1, addr, 4, 1)
+                _fault(run, VM_STATUS_ERR_MEM, _pc(ins, insns), addr, 4, 1)
                 break
             vm_store(addr, 4, <uint64_t>ins.imm)
         elif op == VM_STDW:
             addr = reg[dst] + <uint64_t>ins.off
             if not vm_access_ok(run, addr, 8, 1):
-                _fault(run, VM_STATUS_ERR_MEM, pc - 1, addr, 8, 1)
+                _fault(run, VM_STATUS_ERR_MEM, _pc(ins, insns), addr, 8, 1)
                 break
             vm_store(addr, 8, <uint64_t>ins.imm)
         elif op == VM_STXB:
             addr = reg[dst] + <uint64_t>ins.off
             if not vm_access_ok(run, addr, 1, 1):
-                _fault(run, VM_STATUS_ERR_MEM, pc - 1, addr, 1, 1)
+                _fault(run, VM_STATUS_ERR_MEM, _pc(ins, insns), addr, 1, 1)
                 break
             (<uint8_t *>addr)[0] = <uint8_t>reg[src]
         elif op == VM_STXH:
             addr = reg[dst] + <uint64_t>ins.off
             if not vm_access_ok(run, addr, 2, 1):
-                _fault(run, VM_STATUS_ERR_MEM, pc - 1, addr, 2, 1)
+                _fault(run, VM_STATUS_ERR_MEM, _pc(ins, insns), addr, 2, 1)
                 break
             vm_store(addr, 2, reg[src])
         elif op == VM_STXW:
             addr = reg[dst] + <uint64_t>ins.off
             if not vm_access_ok(run, addr, 4, 1):
-                _fault(run, VM_STATUS_ERR_MEM, pc - 1, addr, 4, 1)
+                _fault(run, VM_STATUS_ERR_MEM, _pc(ins, insns), addr, 4, 1)
                 break
             vm_store(addr, 4, reg[src])
         elif op == VM_STXDW:
             addr = reg[dst] + <uint64_t>ins.off
             if not vm_access_ok(run, addr, 8, 1):
-                _fault(run, VM_STATUS_ERR_MEM, pc - 1, addr, 8, 1)
+                _fault(run, VM_STATUS_ERR_MEM, _pc(ins, insns), addr, 8, 1)
                 break
             vm_store(addr, 8, reg[src])
         # ---- legacy packet loads: big-endian; out of range ends with r0 = 0
         elif (op == VM_LD_ABS_B or op == VM_LD_ABS_H or op == VM_LD_ABS_W or
               op == VM_LD_IND_B or op == VM_LD_IND_H or op == VM_LD_IND_W):
-            if op == VM_LD_ABS_B or op == VM_LD_ABS_H or op == VM_LD_ABS_W:
+            if ins.op == VM_LD_ABS_B or ins.op == VM_LD_ABS_H or ins.op == VM_LD_ABS_W:
                 o = <int32_t>ins.imm
             else:
                 o = <int32_t>(<uint32_t>reg[src] + <uint32_t>ins.imm)
@@ -675,48 +729,48 @@ cdef uint64_t vm_exec_at(const vm_prog *prog, vm_run *run, uint32_t entry, uint6
               op == VM_ATOMIC_XCHG64 or op == VM_ATOMIC_CMPXCHG64):
             addr = reg[dst] + <uint64_t>ins.off
             if not vm_access_ok(run, addr, ins.size, 1):
-                _fault(run, VM_STATUS_ERR_MEM, pc - 1, addr, ins.size, 1)
+                _fault(run, VM_STATUS_ERR_MEM, _pc(ins, insns), addr, ins.size, 1)
                 break
             if addr & (ins.size - 1):
-                _fault(run, VM_STATUS_ERR_ALIGN, pc - 1, addr, ins.size, 1)
+                _fault(run, VM_STATUS_ERR_ALIGN, _pc(ins, insns), addr, ins.size, 1)
                 break
-            if op == VM_ATOMIC_ADD32:
+            if ins.op == VM_ATOMIC_ADD32:
                 vm_atomic_add32(addr, reg[src])
-            elif op == VM_ATOMIC_FETCH_ADD32:
+            elif ins.op == VM_ATOMIC_FETCH_ADD32:
                 reg[src] = vm_atomic_add32(addr, reg[src])
-            elif op == VM_ATOMIC_OR32:
+            elif ins.op == VM_ATOMIC_OR32:
                 vm_atomic_or32(addr, reg[src])
-            elif op == VM_ATOMIC_FETCH_OR32:
+            elif ins.op == VM_ATOMIC_FETCH_OR32:
                 reg[src] = vm_atomic_or32(addr, reg[src])
-            elif op == VM_ATOMIC_AND32:
+            elif ins.op == VM_ATOMIC_AND32:
                 vm_atomic_and32(addr, reg[src])
-            elif op == VM_ATOMIC_FETCH_AND32:
+            elif ins.op == VM_ATOMIC_FETCH_AND32:
                 reg[src] = vm_atomic_and32(addr, reg[src])
-            elif op == VM_ATOMIC_XOR32:
+            elif ins.op == VM_ATOMIC_XOR32:
                 vm_atomic_xor32(addr, reg[src])
-            elif op == VM_ATOMIC_FETCH_XOR32:
+            elif ins.op == VM_ATOMIC_FETCH_XOR32:
                 reg[src] = vm_atomic_xor32(addr, reg[src])
-            elif op == VM_ATOMIC_XCHG32:
+            elif ins.op == VM_ATOMIC_XCHG32:
                 reg[src] = vm_atomic_xchg32(addr, reg[src])
-            elif op == VM_ATOMIC_CMPXCHG32:
+            elif ins.op == VM_ATOMIC_CMPXCHG32:
                 reg[0] = vm_atomic_cmpxchg32(addr, reg[0], reg[src])
-            elif op == VM_ATOMIC_ADD64:
+            elif ins.op == VM_ATOMIC_ADD64:
                 vm_atomic_add64(addr, reg[src])
-            elif op == VM_ATOMIC_FETCH_ADD64:
+            elif ins.op == VM_ATOMIC_FETCH_ADD64:
                 reg[src] = vm_atomic_add64(addr, reg[src])
-            elif op == VM_ATOMIC_OR64:
+            elif ins.op == VM_ATOMIC_OR64:
                 vm_atomic_or64(addr, reg[src])
-            elif op == VM_ATOMIC_FETCH_OR64:
+            elif ins.op == VM_ATOMIC_FETCH_OR64:
                 reg[src] = vm_atomic_or64(addr, reg[src])
-            elif op == VM_ATOMIC_AND64:
+            elif ins.op == VM_ATOMIC_AND64:
                 vm_atomic_and64(addr, reg[src])
-            elif op == VM_ATOMIC_FETCH_AND64:
+            elif ins.op == VM_ATOMIC_FETCH_AND64:
                 reg[src] = vm_atomic_and64(addr, reg[src])
-            elif op == VM_ATOMIC_XOR64:
+            elif ins.op == VM_ATOMIC_XOR64:
                 vm_atomic_xor64(addr, reg[src])
-            elif op == VM_ATOMIC_FETCH_XOR64:
+            elif ins.op == VM_ATOMIC_FETCH_XOR64:
                 reg[src] = vm_atomic_xor64(addr, reg[src])
-            elif op == VM_ATOMIC_XCHG64:
+            elif ins.op == VM_ATOMIC_XCHG64:
                 reg[src] = vm_atomic_xchg64(addr, reg[src])
             else:
                 reg[0] = vm_atomic_cmpxchg64(addr, reg[0], reg[src])
@@ -724,28 +778,34 @@ cdef uint64_t vm_exec_at(const vm_prog *prog, vm_run *run, uint32_t entry, uint6
               op == VM_LOAD_ACQ_DW):
             addr = reg[src] + <uint64_t>ins.off
             if not vm_access_ok(run, addr, ins.size, 0):
-                _fault(run, VM_STATUS_ERR_MEM, pc - 1, addr, ins.size, 0)
+                _fault(run, VM_STATUS_ERR_MEM, _pc(ins, insns), addr, ins.size, 0)
                 break
             if addr & (ins.size - 1):
-                _fault(run, VM_STATUS_ERR_ALIGN, pc - 1, addr, ins.size, 0)
+                _fault(run, VM_STATUS_ERR_ALIGN, _pc(ins, insns), addr, ins.size, 0)
                 break
             reg[dst] = vm_load_acquire(addr, ins.size)
         elif (op == VM_STORE_REL_B or op == VM_STORE_REL_H or op == VM_STORE_REL_W or
               op == VM_STORE_REL_DW):
             addr = reg[dst] + <uint64_t>ins.off
             if not vm_access_ok(run, addr, ins.size, 1):
-                _fault(run, VM_STATUS_ERR_MEM, pc - 1, addr, ins.size, 1)
+                _fault(run, VM_STATUS_ERR_MEM, _pc(ins, insns), addr, ins.size, 1)
                 break
             if addr & (ins.size - 1):
-                _fault(run, VM_STATUS_ERR_ALIGN, pc - 1, addr, ins.size, 1)
+                _fault(run, VM_STATUS_ERR_ALIGN, _pc(ins, insns), addr, ins.size, 1)
                 break
             vm_store_release(addr, ins.size, reg[src])
+        elif op == VM_OP_BYTE_MAX:
+            # not an op: here so that the switch's table spans all 256 bytes
+            # (a body of its own, or the compiler folds it into the default)
+            _fault(run, VM_STATUS_ERR_INVALID, _pc(ins, insns), VM_OP_BYTE_MAX, 0, 0)
+            break
         else:
             # ADDR_SPACE_CAST, CALL_KFUNC...: refused by the pre-decoder.
-            _fault(run, VM_STATUS_ERR_INVALID, pc - 1, 0, 0, 0)
+            _fault(run, VM_STATUS_ERR_INVALID, _pc(ins, insns), 0, 0, 0)
             break
+        ins += 1            # taken jumps `continue` past this
 
-    run.insn_count = count + pc
+    run.insn_count = count + _pc(ins, insns) + 1    # `ins` ran (or faulted)
     return reg[0]
 
 

@@ -20,6 +20,7 @@ cdef extern from "userbpf/vm.h" nogil:
         int writable
 
     enum:
+        VM_OP_BYTE_MAX
         VM_MAX_REGIONS
         VM_STACK_BYTES
         VM_STACK_WORDS
