@@ -177,3 +177,36 @@ def test_mmap_refusals(k):
     with pytest.raises(PermissionError):
         m.mmap()
     assert len(m.mmap(writable=False)) == 8
+
+
+def test_int_conversions_on_the_fast_path(k):
+    m = Map(MapType.HASH, 2, 2, 8, kernel=k, value_type=int)
+    m[0xffff] = 0xfffe
+    assert m[0xffff] == 0xfffe and m[b"\xff\xff"] == 0xfffe
+    m[-1] = -2                       # negatives: two's complement of the size
+    assert m[0xffff] == 0xfffe
+    with pytest.raises(ValueError):
+        m[0x10000] = 1
+    with pytest.raises(ValueError):
+        m[1] = 0x10000
+    with pytest.raises(OSError) as e:
+        m[b"\1\2\3"] = 1             # a key of the wrong size
+    assert e.value.errno == errno.EINVAL
+    with pytest.raises(KeyError):
+        m[7]
+    raw = Map(MapType.ARRAY, 4, 16, 2, kernel=k)          # bytes values wider than 8
+    raw[1] = bytes(range(16))
+    assert raw[1] == bytes(range(16)) and raw[0] == bytes(16)
+
+
+def test_mapcore_get_and_set():
+    from userbpf._maps import MapCore
+    c = MapCore(MapType.HASH, 4, 8, 4, 0, 1)
+    assert c.get(5) is None and c.get(5, True) is None
+    c.set(5, 1234)
+    assert c.get(5, True) == 1234 and c.get(5) == (1234).to_bytes(8, "little")
+    assert c.get((5).to_bytes(4, "little"), True) == 1234
+    with pytest.raises(OverflowError):
+        c.get(1 << 32)
+    with pytest.raises(OverflowError):
+        c.get(-1)

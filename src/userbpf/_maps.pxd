@@ -7,5 +7,6 @@ cdef class MapCore:
     cdef object __weakref__
     cdef int _ensure_alive(self) except -1
     cdef bytes _key(self, key)
+    cdef int _int_key(self, key, uint8_t *buf) except -1
     cdef uint64_t _sys_value_size(self) noexcept
     cdef void *_hash(self) except NULL

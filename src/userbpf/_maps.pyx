@@ -243,6 +243,85 @@ cdef class MapCore:
         if err:
             raise OSError(-err, _os.strerror(-err))
 
+    # -- the Map fast path: small int keys and values converted here in C ----
+    cdef int _int_key(self, key, uint8_t *buf) except -1:
+        """Put ``key`` (bytes of key_size, or a non-negative int that fits)
+        into ``buf`` as the map's key bytes (little-endian for ints)."""
+        cdef uint64_t v
+        cdef uint32_t i, n = self.map.key_size
+        if type(key) is int and n <= 8:
+            v = key                             # OverflowError for < 0 or >= 2**64
+            if n < 8 and v >> (8 * n):
+                raise OverflowError(f"key {key} does not fit in {n} bytes")
+            for i in range(n):
+                buf[i] = (v >> (8 * i)) & 0xff
+            return 0
+        k = self._key(key)
+        memcpy(buf, <const char *>k, n)
+        return 0
+
+    def get(self, key, bint as_int=False):
+        """Lookup for userbpf.Map: None when the key is absent; the value as
+        an int (little-endian) with ``as_int``, else bytes. Keys as in
+        :meth:`lookup`, or ints."""
+        cdef uint8_t kbuf[64]
+        cdef uint8_t vbuf[8]
+        cdef uint64_t v = 0
+        cdef uint32_t i
+        cdef long err
+        self._ensure_alive()
+        if self.map.key_size > sizeof(kbuf) or self.map.ops.sys_lookup == NULL or \
+                (as_int and self._sys_value_size() > 8):
+            try:
+                data = self.lookup(key)
+            except OSError as e:
+                if e.errno == _errno.ENOENT:
+                    return None
+                raise
+            return int.from_bytes(data, "little") if as_int else data
+        self._int_key(key, kbuf)
+        if not as_int:
+            out = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>self._sys_value_size())
+            memset(PyBytes_AS_STRING(out), 0, self._sys_value_size())
+            err = self.map.ops.sys_lookup(self.map, kbuf, PyBytes_AS_STRING(out), 0)
+        else:
+            memset(vbuf, 0, 8)
+            err = self.map.ops.sys_lookup(self.map, kbuf, vbuf, 0)
+            for i in range(self.map.value_size):
+                v |= (<uint64_t>vbuf[i]) << (8 * i)
+            out = v
+        if err == -ENOENT:
+            return None
+        if err:
+            raise OSError(-err, _os.strerror(-err))
+        return out
+
+    def set(self, key, value, uint64_t flags=0):
+        """Update for userbpf.Map: keys as :meth:`get`, values bytes or ints."""
+        cdef uint8_t kbuf[64]
+        cdef uint8_t vbuf[8]
+        cdef uint64_t v
+        cdef uint32_t i, n = self.map.value_size
+        cdef long err
+        self._ensure_alive()
+        if self.map.key_size > sizeof(kbuf) or self.map.ops.sys_update == NULL or \
+                not (type(value) is int and n <= 8 and self._sys_value_size() == n):
+            if type(value) is int:
+                value = value.to_bytes(n, "little")
+            if type(key) is int:
+                key = key.to_bytes(self.map.key_size, "little")
+            self.update(key, value, flags)
+            return
+        v = value
+        if n < 8 and v >> (8 * n):
+            raise OverflowError(f"value {value} does not fit in {n} bytes")
+        for i in range(n):
+            vbuf[i] = (v >> (8 * i)) & 0xff
+        self._int_key(key, kbuf)
+        err = self.map.ops.sys_update(self.map, kbuf, vbuf, flags)
+        if err:
+            raise OSError(-err, _os.strerror(-err))
+
     def delete(self, key):
         cdef bytes k = self._key(key)
         cdef long err

@@ -60,6 +60,10 @@ class Map:
     the kernel's OSError instead.
     """
 
+    __slots__ = ("kernel", "fd", "map_type", "key_size", "value_size", "max_entries",
+                 "map_flags", "key_type", "value_type", "_key_limit", "_percpu",
+                 "_value_limit", "_value_int", "_files", "_obj", "_rcore", "_wcore")
+
     def __init__(self, map_type: int, key_size: int, value_size: int, max_entries: int,
                  map_flags: int = 0, *, name: Union[str, bytes] = b"",
                  kernel: Optional[Kernel] = None, key_type: Optional[type] = None,
@@ -97,8 +101,11 @@ class Map:
         self._files = fds._files
         self._obj = obj = fds._files.get(self.fd)
         mode = fds.modes.get(self.fd, 0)
-        # fd maps keep their values in Python (slots): no fast path for them
+        # fd maps keep their values in Python (slots) and keyless maps take
+        # key None: no fast path for them
         core = getattr(obj, "core", None) if getattr(obj, "slots", None) is None else None
+        if not obj.attr["key_size"]:
+            core = None
         self._rcore = core if core is not None and not mode & 0x10 else None   # BPF_F_WRONLY
         self._wcore = core if core is not None and not mode & 0x08 else None   # BPF_F_RDONLY
 
@@ -268,21 +275,17 @@ class Map:
     # -- dict protocol -----------------------------------------------------------
     def __getitem__(self, key):
         core = self._rcore
-        if core is not None and self._files.get(self.fd) is self._obj and self.key_size:
-            # the fast path (see _bind), conversions inlined: this is the hot path
-            if type(key) is int and 0 <= key < self._key_limit:
-                kb = key.to_bytes(self.key_size, "little")
-            else:
-                kb = self._k(key)
+        if core is not None and self._files.get(self.fd) is self._obj:
+            # the fast path (see _bind): MapCore.get converts int keys/values in C
+            if type(key) is not int and type(key) is not bytes:
+                key = self._k(key)
             try:
-                data = core.lookup(kb)
-            except OSError as e:
-                if e.errno == errno.ENOENT:
-                    raise KeyError(key) from None
-                raise
-            if self._value_int:
-                return int.from_bytes(data, "little")
-            return self._out_v(data)
+                value = core.get(key, self._value_int)
+            except OverflowError:               # negative or too large: the general rules
+                value = core.get(self._k(key), self._value_int)
+            if value is None:
+                raise KeyError(key)
+            return value if self._value_int else self._out_v(value)
         try:
             return self.lookup(key)
         except OSError as e:
@@ -298,24 +301,22 @@ class Map:
 
     def __setitem__(self, key, value) -> None:
         core = self._wcore
-        if core is not None and self._files.get(self.fd) is self._obj and self.key_size \
-                and not self._obj.frozen:
-            if type(key) is int and 0 <= key < self._key_limit:
-                kb = key.to_bytes(self.key_size, "little")
-            else:
-                kb = self._k(key)
-            if type(value) is int and 0 <= value < self._value_limit and not self._percpu:
-                vb = value.to_bytes(self.value_size, "little")
-            else:
-                vb = self._v(value)
-            core.update(kb, vb, BPF_ANY)
+        if core is not None and self._files.get(self.fd) is self._obj and not self._obj.frozen:
+            if type(key) is not int and type(key) is not bytes:
+                key = self._k(key)
+            if type(value) is not int or self._percpu:
+                value = self._v(value)
+            try:
+                core.set(key, value, BPF_ANY)
+            except OverflowError:               # negative or too large: the general rules
+                core.set(self._k(key), self._v(value), BPF_ANY)
             return
         self.update(key, value, BPF_ANY)
 
     def __delitem__(self, key) -> None:
         core = self._wcore
         try:
-            if core is not None and self._files.get(self.fd) is self._obj and self.key_size \
+            if core is not None and self._files.get(self.fd) is self._obj \
                     and not self._obj.frozen:
                 if type(key) is int and 0 <= key < self._key_limit:
                     core.delete(key.to_bytes(self.key_size, "little"))
