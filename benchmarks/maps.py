@@ -20,9 +20,7 @@ from __future__ import annotations
 import argparse
 import os
 import pathlib
-import statistics
 import sys
-import time
 
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -30,7 +28,7 @@ sys.path.insert(0, str(HERE))
 import userbpf                                           # noqa: E402
 from userbpf import Kernel, Map, MapType, isa            # noqa: E402
 from userbpf._maps import MapCore                        # noqa: E402
-from run import calibrate, machine                       # noqa: E402
+from run import calibrate, machine, per_call as per_op    # noqa: E402
 
 MAP_FD = 3
 LOOKUPS = 100
@@ -109,19 +107,6 @@ def _patch_fd(code: bytes, fd: int) -> bytes:
         if out[slot * 8] == 0x18 and out[slot * 8 + 1] >> 4 == 1:
             out[slot * 8 + 4: slot * 8 + 8] = fd.to_bytes(4, "little")
     return bytes(out)
-
-
-def per_op(fn, seconds: float, rounds: int) -> float:
-    def loop(n):
-        for i in range(n):
-            fn(i)
-    n = calibrate(loop, seconds)
-    times = []
-    for _ in range(rounds):
-        t = time.perf_counter_ns()
-        loop(n)
-        times.append((time.perf_counter_ns() - t) / n)
-    return statistics.median(times)
 
 
 def python_ops(seconds: float, rounds: int):

@@ -87,13 +87,11 @@ def bench_userbpf(code: bytes, mem: bytes, seconds: float, rounds: int, maps=Non
     return r0, statistics.median(times), prog.insn_count, min(times)
 
 
-def bench_python_call(code: bytes, seconds: float, rounds: int) -> float:
-    prog = userbpf.Program(code)
-    run = prog.run
-
+def per_call(fn, seconds: float, rounds: int) -> float:
+    """Median ns of one ``fn(i)`` call from a Python loop."""
     def loop(n):
-        for _ in range(n):
-            run()
+        for i in range(n):
+            fn(i)
     n = calibrate(loop, seconds)
     times = []
     for _ in range(rounds):
@@ -101,6 +99,11 @@ def bench_python_call(code: bytes, seconds: float, rounds: int) -> float:
         loop(n)
         times.append((time.perf_counter_ns() - t) / n)
     return statistics.median(times)
+
+
+def bench_python_call(code: bytes, seconds: float, rounds: int) -> float:
+    run = userbpf.Program(code).run
+    return per_call(lambda i: run(), seconds, rounds)
 
 
 def bench_kernel(name: str, code: bytes, packet: bytes, rounds: int):
