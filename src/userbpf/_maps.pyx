@@ -7,11 +7,12 @@ wrapper that owns one; the simulated kernel (``userbpf.kernel``) validates
 attrs, keeps fds, ids and pins, and turns the negative errnos returned here
 into ``OSError``.
 """
-from libc.errno cimport E2BIG, EEXIST, EINVAL, ENOENT, ENOMEM, EOPNOTSUPP, EPERM
+from libc.errno cimport E2BIG, EAGAIN, EBUSY, EEXIST, EINVAL, ENOENT, ENOMEM, EOPNOTSUPP, EPERM
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcmp, memcpy, memset
 from cpython.pycapsule cimport PyCapsule_New
+from cpython.ref cimport PyObject
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 
 from userbpf.includes.vm cimport (vm_access_ok, vm_helper_fn, vm_map_arg, vm_run,
@@ -56,6 +57,16 @@ _QUEUE, _STACK, _RINGBUF, _BLOOM_FILTER = 22, 23, 27, 30
 _LPM_TRIE = 11
 _ARRAY_OF_MAPS, _HASH_OF_MAPS = 12, 13
 _LRU_HASH, _LRU_PERCPU_HASH = 9, 10
+
+
+cdef class MapCore
+
+
+cdef ringbuf_impl *_ringbuf_of(MapCore core) except NULL:
+    core._ensure_alive()
+    if core.map.map_type != _RINGBUF:
+        raise OSError(_errno.EINVAL, "not a ring buffer map")
+    return <ringbuf_impl *>core.map.impl
 
 
 cdef class MapCore:
@@ -440,6 +451,64 @@ cdef class MapCore:
         return (_map_memory(self, r.mem.base, page, producer),
                 _map_memory(self, r.mem.base + page, page, not producer),
                 _map_memory(self, r.mem.base + 2 * page, 2 * r.mem.data_size, not producer))
+
+    def ringbuf_consume(self, callback=None):
+        """Consume the committed records from consumer_pos on, in order, up to
+        the first one still being written; discarded records are skipped and
+        consumer_pos is published after each record. ``callback(bytes)`` gets
+        each sample; a negative int return stops after that record and is
+        returned (libbpf's rule). Without a callback the records are drained
+        in C without the GIL. Returns the number of records delivered.
+
+        >>> rb = MapCore(27, 0, 0, 4096, 0, 1)
+        >>> rb.ringbuf_consume(print)
+        0
+        """
+        cdef ringbuf_impl *r = _ringbuf_of(self)
+        cdef _rb_py_call c
+        cdef uint64_t n, nbytes = 0
+        cdef int stop = 0
+        if ubpf_ringbuf_consumer_enter(r):
+            raise OSError(_errno.EBUSY, "the ring buffer is being consumed by another reader")
+        try:
+            if callback is None:
+                with nogil:
+                    n = ubpf_ringbuf_drain(r, NULL, NULL, &stop, &nbytes)
+                return n
+            errors = []
+            memset(&c, 0, sizeof(c))
+            c.callback = <PyObject *>callback
+            c.errors = <PyObject *>errors
+            n = ubpf_ringbuf_drain(r, _rb_py_sample, &c, &stop, &nbytes)
+            if errors:
+                raise errors[0]
+            if c.result:
+                return c.result
+            return n
+        finally:
+            ubpf_ringbuf_consumer_leave(r)
+
+    def ringbuf_wait(self, double timeout=-1.0):
+        """Block (without the GIL) until a committed record waits at
+        consumer_pos, a producer's wakeup, or ``timeout`` seconds (negative:
+        forever). True when a record is ready."""
+        cdef ringbuf_impl *r = _ringbuf_of(self)
+        cdef int ms = -1 if timeout < 0 else <int>(timeout * 1000.0 + 0.999)
+        cdef int ready
+        with nogil:
+            ready = ubpf_ringbuf_wait(r, ms)
+        return bool(ready)
+
+    def ringbuf_query(self, uint64_t flags):
+        """What bpf_ringbuf_query(map, flags) returns to a program."""
+        return ubpf_ringbuf_query(_ringbuf_of(self), flags)
+
+    @property
+    def ringbuf_wakeups(self):
+        """Consumer notifications producers have sent so far (where the kernel
+        queues its wakeup: FORCE_WAKEUP, or the consumer caught up to the
+        record and no NO_WAKEUP)."""
+        return _ringbuf_of(self).wakeups
 
     def program_lookup(self, key, uint32_t cpu=0):
         """What bpf_map_lookup_elem returns to a program: the value's address or 0."""

@@ -1,4 +1,5 @@
-# The map helpers programs call (kernel ids 1, 2, 3, 87, 88, 89, 195).
+# The map helpers programs call (kernel ids 1, 2, 3, 87, 88, 89, 195, and the
+# ring buffer's 130-134).
 #
 # Every pointer argument is checked against the run's memory before use and
 # r1 must be one of the program's maps: a verified program cannot do
@@ -98,6 +99,91 @@ cdef uint64_t helper_map_lookup_percpu_elem(uint64_t r1, uint64_t r2, uint64_t r
     return <uint64_t>m.ops.lookup(m, <const void *>r2, <uint32_t>r3)
 
 
+# ---- ring buffer helpers (130-134), the kernel's ringbuf.c semantics ------
+
+cdef inline ringbuf_impl *_ringbuf_arg(vm_run *run, uint64_t r1) noexcept nogil:
+    cdef ubpf_map *m = _map_arg(run, r1)
+    if m == NULL:
+        return NULL
+    if m.map_type != 27:            # the verifier only lets a RINGBUF map through
+        run.status = VM_STATUS_ERR_MAP_ARG
+        run.err_addr = r1
+        return NULL
+    return <ringbuf_impl *>m.impl
+
+
+cdef uint64_t helper_ringbuf_output(uint64_t r1, uint64_t r2, uint64_t r3, uint64_t r4,
+                                    uint64_t r5, vm_run *run, void *data) noexcept nogil:
+    cdef ringbuf_impl *rb = _ringbuf_arg(run, r1)
+    cdef void *rec
+    if rb == NULL or not _mem_arg(run, r2, r3, False):
+        return 0
+    if r4 & ~(<uint64_t>(UBPF_RB_NO_WAKEUP | UBPF_RB_FORCE_WAKEUP)):
+        return <uint64_t>-EINVAL
+    rec = ubpf_ringbuf_reserve(rb, r3)
+    if rec == NULL:
+        return <uint64_t>-EAGAIN
+    memcpy(rec, <const void *>r2, r3)
+    ubpf_ringbuf_commit(rb, <ubpf_ringbuf_hdr *>rec - 1, r4, False)
+    return 0
+
+
+cdef uint64_t helper_ringbuf_reserve(uint64_t r1, uint64_t r2, uint64_t r3, uint64_t r4,
+                                     uint64_t r5, vm_run *run, void *data) noexcept nogil:
+    cdef ringbuf_impl *rb = _ringbuf_arg(run, r1)
+    if rb == NULL or r3:            # flags must be 0
+        return 0
+    return <uint64_t>ubpf_ringbuf_reserve(rb, r2)
+
+
+cdef ubpf_ringbuf_hdr *_ringbuf_record_arg(vm_run *run, uint64_t sample,
+                                           ringbuf_impl **rb_out) noexcept nogil:
+    """The busy record whose sample is at `sample`, in one of the program's
+    ring buffers (the verifier guarantees one; the check stops others)."""
+    cdef uint32_t i
+    cdef ubpf_map *m
+    cdef ubpf_ringbuf_hdr *hdr
+    if run.prog != NULL:
+        for i in range(run.prog.nmaps):
+            m = run.prog.maps[i]
+            if m.map_type == 27:
+                hdr = ubpf_ringbuf_busy_hdr(<ringbuf_impl *>m.impl, sample)
+                if hdr != NULL:
+                    rb_out[0] = <ringbuf_impl *>m.impl
+                    return hdr
+    run.status = VM_STATUS_ERR_MEM
+    run.err_addr = sample
+    run.err_size = 0
+    run.err_write = True
+    return NULL
+
+
+cdef uint64_t helper_ringbuf_submit(uint64_t r1, uint64_t r2, uint64_t r3, uint64_t r4,
+                                    uint64_t r5, vm_run *run, void *data) noexcept nogil:
+    cdef ringbuf_impl *rb = NULL
+    cdef ubpf_ringbuf_hdr *hdr = _ringbuf_record_arg(run, r1, &rb)
+    if hdr != NULL:
+        ubpf_ringbuf_commit(rb, hdr, r2, False)
+    return 0
+
+
+cdef uint64_t helper_ringbuf_discard(uint64_t r1, uint64_t r2, uint64_t r3, uint64_t r4,
+                                     uint64_t r5, vm_run *run, void *data) noexcept nogil:
+    cdef ringbuf_impl *rb = NULL
+    cdef ubpf_ringbuf_hdr *hdr = _ringbuf_record_arg(run, r1, &rb)
+    if hdr != NULL:
+        ubpf_ringbuf_commit(rb, hdr, r2, True)
+    return 0
+
+
+cdef uint64_t helper_ringbuf_query(uint64_t r1, uint64_t r2, uint64_t r3, uint64_t r4,
+                                   uint64_t r5, vm_run *run, void *data) noexcept nogil:
+    cdef ringbuf_impl *rb = _ringbuf_arg(run, r1)
+    if rb == NULL:
+        return 0
+    return ubpf_ringbuf_query(rb, r2)
+
+
 cdef object _helper_capsule(vm_helper_fn fn):
     return PyCapsule_New(<void *>fn, "userbpf.helper", NULL)
 
@@ -111,4 +197,9 @@ MAP_HELPERS = {
     88: _helper_capsule(helper_map_pop_elem),
     89: _helper_capsule(helper_map_peek_elem),
     195: _helper_capsule(helper_map_lookup_percpu_elem),
+    130: _helper_capsule(helper_ringbuf_output),
+    131: _helper_capsule(helper_ringbuf_reserve),
+    132: _helper_capsule(helper_ringbuf_submit),
+    133: _helper_capsule(helper_ringbuf_discard),
+    134: _helper_capsule(helper_ringbuf_query),
 }
