@@ -18,11 +18,12 @@ from .kernel import Kernel, bpf
 from .kernel.progs import LoadedProgram, load_program
 from .map import Map
 from .abi import bpf_attr
+from .ringbuf import RingBuffer
 
 __all__ = [
     "AsmError", "BudgetExceeded", "c_helper", "CallDepthError", "EncodingError", "HelperError",
     "Insn", "MemoryAccessError", "Program", "ProgramError", "UserBPFError", "VMError",
     "decode", "encode", "isa", "Kernel", "bpf", "Map", "bpf_attr", "Cmd", "MapType", "ProgType", "AttachType",
-    "load_program", "LoadedProgram",
+    "load_program", "LoadedProgram", "RingBuffer",
 ]
 __version__ = "0.1.0"

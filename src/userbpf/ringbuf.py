@@ -41,6 +41,16 @@ BPF_RB_AVAIL_DATA, BPF_RB_RING_SIZE, BPF_RB_CONS_POS, BPF_RB_PROD_POS = 0, 1, 2,
 SampleCallback = Callable[[bytes], Optional[int]]
 
 
+def _core_of(obj):
+    """The MapCore under a Map (its kernel object's storage), a kernel map
+    object, or a MapCore itself."""
+    for holder in (obj, getattr(obj, "_obj", None)):
+        core = getattr(holder, "core", None)
+        if core is not None:
+            return core
+    return obj
+
+
 class RingBuffer:
     """A consumer of one ring buffer map, as libbpf's ``ring_buffer``.
 
@@ -55,8 +65,8 @@ class RingBuffer:
     """
 
     def __init__(self, map_or_core, callback: SampleCallback):
-        self.core = getattr(map_or_core, "core", map_or_core)
-        if self.core.map_type != 27:
+        self.core = _core_of(map_or_core)
+        if getattr(self.core, "map_type", None) != 27:
             raise OSError(22, "RingBuffer needs a BPF_MAP_TYPE_RINGBUF map")
         self.callback = callback
 

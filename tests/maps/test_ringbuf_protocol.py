@@ -352,6 +352,16 @@ def test_poll_times_out_then_wakes_on_a_record():
     assert rb.ringbuf_wakeups == 1
 
 
+def test_reads_a_map_object():
+    import userbpf
+    m = userbpf.Map(userbpf.MapType.RINGBUF, 0, 0, PAGE)
+    core = m._obj.core
+    run(core, output_prog(16))
+    got = []
+    assert userbpf.RingBuffer(m, got.append).poll(0) == 1
+    assert got == [words(0x10, 0x11)]
+
+
 def test_not_a_ringbuf():
     with pytest.raises(OSError) as e:
         RingBuffer(MapCore(ARRAY, 4, 8, 1, 0, 1), print)
