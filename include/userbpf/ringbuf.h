@@ -219,7 +219,7 @@ static inline void *ubpf_ringbuf_reserve(ubpf_ringbuf *rb, uint64_t size) {
             break;
         pend += ubpf_rb_rec_len(l & ~UBPF_RB_DISCARD_BIT);
     }
-    rb->pending_pos = pend;
+    __atomic_store_n(&rb->pending_pos, pend, __ATOMIC_RELAXED);   /* contains() reads it */
     if (next - cons > mask || next - pend > mask) {
         ubpf_spin_unlock(&rb->lock);
         return NULL;
@@ -336,7 +336,11 @@ static inline int ubpf_ringbuf_wait(ubpf_ringbuf *rb, int timeout_ms) {
 
 /* Is [addr, addr + size) inside the sample of a reserved, not yet committed
  * record? Walks the records from pending_pos to producer_pos: only those
- * can be busy, and there are as many as records in flight. */
+ * can be busy, and there are as many as records in flight. Unlike the
+ * verifier, which ties each reservation to the program that made it, any
+ * program holding the ring accepts writes to any record in flight; and a
+ * walk racing a consumer and a wrapping producer may read a stale header,
+ * so it is bounded and only ever answers for memory inside the ring. */
 static inline int ubpf_ringbuf_contains(const ubpf_ringbuf *rb, uint64_t addr, uint64_t size) {
     uint64_t data = (uint64_t)(uintptr_t)ubpf_rb_data(rb), mask = ubpf_rb_mask(rb);
     uint64_t pos, prod, steps;

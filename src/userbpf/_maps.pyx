@@ -510,6 +510,11 @@ cdef class MapCore:
         record and no NO_WAKEUP)."""
         return _ringbuf_of(self).wakeups
 
+    @property
+    def ringbuf_waiters(self):
+        """Consumers blocked in :meth:`ringbuf_wait` right now."""
+        return _ringbuf_of(self).waiters
+
     def program_lookup(self, key, uint32_t cpu=0):
         """What bpf_map_lookup_elem returns to a program: the value's address or 0."""
         cdef bytes k = self._key(key)

@@ -8,10 +8,11 @@ import errno
 import mmap
 import struct
 import threading
+import time
 
 import pytest
 
-from userbpf import MemoryAccessError, Program, asm
+from userbpf import HelperError, MemoryAccessError, Program, asm
 from userbpf._maps import MapCore
 from userbpf.ringbuf import (BPF_RB_AVAIL_DATA, BPF_RB_CONS_POS, BPF_RB_FORCE_WAKEUP,
                              BPF_RB_NO_WAKEUP, BPF_RB_PROD_POS, BPF_RB_RING_SIZE,
@@ -344,12 +345,51 @@ def test_poll_times_out_then_wakes_on_a_record():
     result = []
     t = threading.Thread(target=lambda: result.append(reader.poll(30)))
     t.start()
-    while rb.ringbuf_wait(0) is False and not t.is_alive():
-        pass
-    run(rb, output_prog(8))
-    t.join(60)
+    while rb.ringbuf_waiters == 0:               # the reader is blocked in poll
+        t.join(0.001)
+    run(rb, output_prog(8))                      # the reader had caught up: a wakeup
+    t.join(20)                                   # well before poll's 30 s timeout
     assert not t.is_alive() and result == [1] and seen == [words(0x10)]
-    assert rb.ringbuf_wakeups == 1
+    assert (rb.ringbuf_wakeups, rb.ringbuf_waiters) == (1, 0)
+
+
+def test_no_wakeup_records_do_not_wake_a_waiting_reader():
+    rb = ringbuf()
+    result = []
+    def wait():
+        start = time.monotonic()
+        result.append(rb.ringbuf_wait(0.3))
+        result.append(time.monotonic() - start)
+    t = threading.Thread(target=wait)
+    t.start()
+    while rb.ringbuf_waiters == 0:
+        t.join(0.001)
+    run(rb, output_prog(8, flags=BPF_RB_NO_WAKEUP))
+    t.join()
+    # no notification: the wait ran to its timeout, then saw the record
+    assert result[0] is True and result[1] >= 0.29 and rb.ringbuf_wakeups == 0
+
+
+def test_empty_samples():
+    rb = ringbuf()
+    assert run(rb, f"""
+    r1 = map[fd:{FD}] ll
+    r2 = 0
+    r3 = 0
+    r4 = 0
+    call 130
+    exit""") == 0
+    assert run(rb, reserve_prog(0))
+    assert headers(rb) == [(0, 0, 3), (8, 0, 3)]
+    assert drain(rb) == [b"", b""]
+
+
+def test_ring_helpers_need_a_ring():
+    arr = MapCore(ARRAY, 4, 8, 1, 0, 1)
+    with pytest.raises(HelperError):
+        run(arr, query_prog(BPF_RB_RING_SIZE))
+    with pytest.raises(HelperError):
+        run(arr, reserve_prog(8))
 
 
 def test_reads_a_map_object():

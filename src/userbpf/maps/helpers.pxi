@@ -116,7 +116,7 @@ cdef uint64_t helper_ringbuf_output(uint64_t r1, uint64_t r2, uint64_t r3, uint6
                                     uint64_t r5, vm_run *run, void *data) noexcept nogil:
     cdef ringbuf_impl *rb = _ringbuf_arg(run, r1)
     cdef void *rec
-    if rb == NULL or not _mem_arg(run, r2, r3, False):
+    if rb == NULL or (r3 and not _mem_arg(run, r2, r3, False)):
         return 0
     if r4 & ~(<uint64_t>(UBPF_RB_NO_WAKEUP | UBPF_RB_FORCE_WAKEUP)):
         return <uint64_t>-EINVAL
