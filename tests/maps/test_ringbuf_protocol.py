@@ -181,6 +181,27 @@ def test_discard_of_the_oldest_busy_record_releases_the_rest():
     assert drain(rb) == [words(2)]
 
 
+def test_producers_never_overrun_a_busy_record():
+    """Even when user space moves consumer_pos past a record still being
+    written, no reservation may reach into it (the kernel's pending_pos)."""
+    rb = ringbuf()
+    cons, prod, data = rb.ringbuf_view()
+    busy = run(rb, reserve_prog(16, commit=None, value="0x77"))
+
+    def skip_all():
+        struct.pack_into("<Q", cons, 0, struct.unpack_from("<Q", prod)[0])
+    results = []
+    for _ in range(5):
+        skip_all()
+        results.append(bool(run(rb, reserve_prog(1000, value="0x99"))))
+    assert results == [True] * 4 + [False]          # 24 + 4 * 1008 <= PAGE - 1 < + 1008
+    assert headers(rb)[0] == (0, 16 | BUSY, 3)
+    assert bytes(data[8:24]) == words(0x77, 0x77)
+    run(rb, commit_prog(), words(busy))              # committed: the space frees up
+    skip_all()
+    assert run(rb, reserve_prog(1000, value="0x99"))
+
+
 def test_programs_write_only_their_reserved_samples():
     rb = ringbuf()
     sample = run(rb, reserve_prog(16, commit=None))
