@@ -562,3 +562,17 @@ def test_same_records_positions_and_refusals_as_the_kernel():
         finally:
             ro.close()
             kcons.close()
+
+
+def test_through_prog_load_and_a_map_fd():
+    """A program loaded with bpf(PROG_LOAD) naming the ring by its fd writes
+    into the Map that RingBuffer reads."""
+    import userbpf
+    m = userbpf.Map(userbpf.MapType.RINGBUF, 0, 0, PAGE)
+    code = reserve_prog(8, value="42", fd=100)
+    got = []
+    with userbpf.load_program(code, userbpf.ProgType.XDP, maps={100: m}, kernel=m.kernel) as p:
+        assert p.program.run(bytearray(64)) != 0
+        assert p.program.run(bytearray(64)) != 0
+    assert RingBuffer(m, got.append).consume() == 2
+    assert got == [words(42), words(42)]
