@@ -493,7 +493,8 @@ cdef class MapCore:
         consumer_pos, a producer's wakeup, or ``timeout`` seconds (negative:
         forever). True when a record is ready."""
         cdef ringbuf_impl *r = _ringbuf_of(self)
-        cdef int ms = -1 if timeout < 0 else <int>(timeout * 1000.0 + 0.999)
+        # poll() takes int milliseconds; longer waits are capped (~24 days)
+        cdef int ms = -1 if timeout < 0 else <int>min(timeout * 1000.0 + 0.999, 2147483647.0)
         cdef int ready
         with nogil:
             ready = ubpf_ringbuf_wait(r, ms)
