@@ -759,3 +759,40 @@ def test_random_arguments_give_a_result_or_a_clean_fault(hid):
         assert 0 <= r0 < 1 << 64
         if hid in (28, 182):                    # pure readers: the packet is unchanged
             assert bytes(buf) == before
+
+
+# pid_tgid -> [0:8], uid_gid -> [8:16], numa node -> [16:24], comm -> [24:40]
+TASK = """
+    call bpf_get_current_pid_tgid
+    *(u64 *)(r6 + 0) = r0
+    call bpf_get_current_uid_gid
+    *(u64 *)(r6 + 8) = r0
+    call bpf_get_numa_node_id
+    *(u64 *)(r6 + 16) = r0
+    r1 = r10
+    r1 += -16
+    r2 = 16
+    call bpf_get_current_comm
+    r1 = *(u64 *)(r10 - 16)
+    *(u64 *)(r6 + 24) = r1
+    r1 = *(u64 *)(r10 - 8)
+    *(u64 *)(r6 + 32) = r1
+    r0 = 2
+    exit
+"""
+
+
+@pytest.mark.kernel
+def test_task_helpers_against_the_kernel(host):
+    """XDP test_run runs in the calling thread: the same task as userbpf's run."""
+    from userbpf import asm
+    ours = bytearray(40)
+    assert Program(USER_PROLOGUE.format(size=40) + TASK + EPILOGUE).run(ours) == 2
+    with host.prog_load(asm.assemble(KERNEL_PROLOGUE.format(size=40) + TASK + EPILOGUE),
+                        XDP) as prog:
+        theirs = prog.test_run(bytes(40)).data_out[:40]
+    assert theirs[:16] == ours[:16]
+    assert theirs[24:] == ours[24:]
+    nodes = "/sys/devices/system/node"
+    if not os.path.isdir(nodes) or sum(d.startswith("node") for d in os.listdir(nodes)) == 1:
+        assert theirs[16:24] == ours[16:24] == bytes(8)
