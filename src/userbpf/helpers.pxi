@@ -326,16 +326,22 @@ cdef uint64_t _helper_loop(uint64_t r1, uint64_t r2, uint64_t r3, uint64_t r4,
                            uint64_t r5, vm_run *run, void *data) noexcept nogil:
     """long bpf_loop(u32 nr_loops, callback_fn, void *callback_ctx, u64 flags):
     calls callback_fn(index, callback_ctx) for index 0..nr_loops-1 until it
-    returns non-zero; returns the calls made. flags != 0: -EINVAL;
-    nr_loops > 1 << 23: -E2BIG. The callback runs in the frame below the
-    caller's, so nesting counts against the 8 call frames."""
-    cdef uint32_t nr = <uint32_t>r1, i, entry
+    returns non-zero; returns the calls made. flags != 0: -EINVAL.
+    The callback runs in the frame below the caller's, so nesting counts
+    against the 8 call frames.
+
+    With flags 0 the kernel's verifier inlines the call, and the inlined
+    code is what programs observe: nr_loops is compared as a 64-bit value
+    and too many (> 1 << 23) give -E2BIG as a 32-bit value, zero-extended
+    (0xfffffff9)."""
+    cdef uint32_t nr, i, entry
     cdef int base
     cdef uint64_t r0
     if r4 != 0:
         return _neg(EINVAL)
-    if nr > BPF_MAX_LOOPS:
-        return _neg(E2BIG)
+    if r1 > BPF_MAX_LOOPS:
+        return <uint32_t>(-E2BIG)
+    nr = <uint32_t>r1
     if (r2 & VM_FUNC_TAG_MASK) != VM_FUNC_TAG or (r2 & 0xffffffffu) >= run.prog.ninsns:
         run.status = VM_STATUS_ERR_HELPER       # not a function address the loader made
         run.err_addr = r2
