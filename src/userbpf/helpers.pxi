@@ -6,7 +6,8 @@
 # kernel/trace/bpf_trace.c. Pointer arguments a verifier would have proved
 # are checked at run time with vm_access_ok: a bad one ends the run with
 # VM_STATUS_ERR_MEM (the program could not have been loaded), except where
-# the kernel itself reports the fault (probe_read*: -EFAULT, destination zeroed).
+# the kernel itself reports the fault (probe_read*: -EFAULT or -ERANGE, destination
+# zeroed).
 
 from libc.errno cimport E2BIG, EFAULT, ERANGE
 from libc.string cimport memmove
@@ -367,45 +368,99 @@ cdef uint64_t _helper_loop(uint64_t r1, uint64_t r2, uint64_t r3, uint64_t r4,
 
 # ---- probe_read family ---------------------------------------------------------------
 
-cdef uint64_t _helper_probe_read(uint64_t r1, uint64_t r2, uint64_t r3, uint64_t r4,
-                                 uint64_t r5, vm_run *run, void *data) noexcept nogil:
-    """long bpf_probe_read{,_kernel,_user}(void *dst, u32 size, const void
-    *unsafe_ptr): copies size bytes from memory the run may read; else
-    -EFAULT with dst zeroed (one address space here: user = kernel)."""
+# Which errno a failed read reports, as on x86-64 (4-level paging): the
+# _kernel variants refuse user-range and non-canonical addresses outright
+# with -ERANGE (copy_from_kernel_nofault_allowed) and fault with -EFAULT
+# elsewhere; the _user variants always fault with -EFAULT; the legacy
+# probe_read / probe_read_str take the user path below TASK_SIZE, the
+# kernel path above. Readable memory is the run's memory in every case.
+cdef enum:
+    PROBE_USER = 0
+    PROBE_KERNEL = 1
+    PROBE_COMPAT = 2
+
+cdef uint64_t X86_TASK_SIZE = 0x7ffffffff000ull
+cdef uint64_t X86_KERNEL_START = 0x800000000000ull      # TASK_SIZE_MAX + PAGE_SIZE
+
+
+cdef inline uint64_t _probe_errno(uint64_t src, int kind) noexcept nogil:
+    if kind == PROBE_USER or (kind == PROBE_COMPAT and src < X86_TASK_SIZE):
+        return _neg(EFAULT)
+    if src < X86_KERNEL_START or (src >> 47) != 0x1ffff:
+        return _neg(ERANGE)
+    return _neg(EFAULT)
+
+
+cdef inline uint64_t _probe_read(uint64_t dst, uint64_t r2, uint64_t src, vm_run *run,
+                                 int kind) noexcept nogil:
+    """long bpf_probe_read*(void *dst, u32 size, const void *unsafe_ptr):
+    copies size bytes from memory the run may read; else an errno (above)
+    with dst zeroed."""
     cdef uint32_t size = <uint32_t>r2
     if size == 0:
         return 0
-    if not vm_access_ok(run, r1, size, 1):
-        return _bad_pointer(run, r1, size, 1)
-    if not vm_access_ok(run, r3, size, 0):
-        memset(<void *>r1, 0, size)
-        return _neg(EFAULT)
-    memmove(<void *>r1, <const void *>r3, size)
+    if not vm_access_ok(run, dst, size, 1):
+        return _bad_pointer(run, dst, size, 1)
+    if not vm_access_ok(run, src, size, 0):
+        memset(<void *>dst, 0, size)
+        return _probe_errno(src, kind)
+    memmove(<void *>dst, <const void *>src, size)
     return 0
 
 
-cdef uint64_t _helper_probe_read_str(uint64_t r1, uint64_t r2, uint64_t r3, uint64_t r4,
-                                     uint64_t r5, vm_run *run, void *data) noexcept nogil:
-    """long bpf_probe_read{,_kernel,_user}_str(void *dst, u32 size, const void
-    *unsafe_ptr): copies a NUL-terminated string, at most size bytes, the
-    last one always NUL; returns the bytes written including the NUL. A
-    byte the run may not read: -EFAULT, dst zeroed."""
+cdef inline uint64_t _probe_read_str(uint64_t dst, uint64_t r2, uint64_t src, vm_run *run,
+                                     int kind) noexcept nogil:
+    """long bpf_probe_read*_str(void *dst, u32 size, const void *unsafe_ptr):
+    copies a NUL-terminated string, at most size bytes, the last one always
+    NUL; returns the bytes written including the NUL. A byte the run may
+    not read: an errno (above), dst zeroed."""
     cdef uint32_t size = <uint32_t>r2, i
     cdef uint8_t c
     if size == 0:
         return 0
-    if not vm_access_ok(run, r1, size, 1):
-        return _bad_pointer(run, r1, size, 1)
+    if not vm_access_ok(run, dst, size, 1):
+        return _bad_pointer(run, dst, size, 1)
     for i in range(size):
-        if not vm_access_ok(run, r3 + i, 1, 0):
-            memset(<void *>r1, 0, size)
-            return _neg(EFAULT)
-        c = (<const uint8_t *>r3)[i]
-        (<uint8_t *>r1)[i] = c
+        if not vm_access_ok(run, src + i, 1, 0):
+            memset(<void *>dst, 0, size)
+            return _probe_errno(src, kind)
+        c = (<const uint8_t *>src)[i]
+        (<uint8_t *>dst)[i] = c
         if c == 0:
             return i + 1
-    (<uint8_t *>r1)[size - 1] = 0
+    (<uint8_t *>dst)[size - 1] = 0
     return size
+
+
+cdef uint64_t _helper_probe_read(uint64_t r1, uint64_t r2, uint64_t r3, uint64_t r4,
+                                 uint64_t r5, vm_run *run, void *data) noexcept nogil:
+    return _probe_read(r1, r2, r3, run, PROBE_COMPAT)
+
+
+cdef uint64_t _helper_probe_read_user(uint64_t r1, uint64_t r2, uint64_t r3, uint64_t r4,
+                                      uint64_t r5, vm_run *run, void *data) noexcept nogil:
+    return _probe_read(r1, r2, r3, run, PROBE_USER)
+
+
+cdef uint64_t _helper_probe_read_kernel(uint64_t r1, uint64_t r2, uint64_t r3, uint64_t r4,
+                                        uint64_t r5, vm_run *run, void *data) noexcept nogil:
+    return _probe_read(r1, r2, r3, run, PROBE_KERNEL)
+
+
+cdef uint64_t _helper_probe_read_str(uint64_t r1, uint64_t r2, uint64_t r3, uint64_t r4,
+                                     uint64_t r5, vm_run *run, void *data) noexcept nogil:
+    return _probe_read_str(r1, r2, r3, run, PROBE_COMPAT)
+
+
+cdef uint64_t _helper_probe_read_user_str(uint64_t r1, uint64_t r2, uint64_t r3, uint64_t r4,
+                                          uint64_t r5, vm_run *run, void *data) noexcept nogil:
+    return _probe_read_str(r1, r2, r3, run, PROBE_USER)
+
+
+cdef uint64_t _helper_probe_read_kernel_str(uint64_t r1, uint64_t r2, uint64_t r3,
+                                            uint64_t r4, uint64_t r5, vm_run *run,
+                                            void *data) noexcept nogil:
+    return _probe_read_str(r1, r2, r3, run, PROBE_KERNEL)
 
 
 # The helpers above by kernel id (enum bpf_func_id); _vm.pyx merges them
@@ -420,10 +475,10 @@ GENERAL_HELPERS = {
     45: _capsule(_helper_probe_read_str),
     105: _capsule(_helper_strtol),
     106: _capsule(_helper_strtoul),
-    112: _capsule(_helper_probe_read),
-    113: _capsule(_helper_probe_read),
-    114: _capsule(_helper_probe_read_str),
-    115: _capsule(_helper_probe_read_str),
+    112: _capsule(_helper_probe_read_user),
+    113: _capsule(_helper_probe_read_kernel),
+    114: _capsule(_helper_probe_read_user_str),
+    115: _capsule(_helper_probe_read_kernel_str),
     118: _capsule(_helper_jiffies64),
     125: _capsule(_helper_ktime_get_boot_ns),
     160: _capsule(_helper_ktime_get_coarse_ns),
