@@ -947,6 +947,9 @@ cdef object _capsule(vm_helper_fn fn):
     return PyCapsule_New(<void *>fn, _CAPSULE_NAME, NULL)
 
 
+include "helpers.pxi"
+
+
 # Helpers implemented in C, as capsules any table can hold (issue "programs"
 # adds the rest). Keys are the kernel's helper ids.
 C_HELPERS = {
@@ -955,6 +958,7 @@ C_HELPERS = {
     8: _capsule(_helper_get_smp_processor_id),
     164: _capsule(_helper_for_each_map_elem),
 }
+C_HELPERS.update(GENERAL_HELPERS)
 FUNC_TAG = VM_FUNC_TAG
 UNWIND_HELPER = _capsule(_helper_unwind)
 
