@@ -19,11 +19,12 @@ from .kernel.progs import LoadedProgram, load_program
 from .map import Map
 from .abi import bpf_attr
 from .ringbuf import RingBuffer
+from .perfbuf import PerfBuffer
 
 __all__ = [
     "AsmError", "BudgetExceeded", "c_helper", "CallDepthError", "EncodingError", "HelperError",
     "Insn", "MemoryAccessError", "Program", "ProgramError", "UserBPFError", "VMError",
     "decode", "encode", "isa", "Kernel", "bpf", "Map", "bpf_attr", "Cmd", "MapType", "ProgType", "AttachType",
-    "load_program", "LoadedProgram", "RingBuffer",
+    "load_program", "LoadedProgram", "RingBuffer", "PerfBuffer",
 ]
 __version__ = "0.1.0"

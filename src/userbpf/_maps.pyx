@@ -7,7 +7,8 @@ wrapper that owns one; the simulated kernel (``userbpf.kernel``) validates
 attrs, keeps fds, ids and pins, and turns the negative errnos returned here
 into ``OSError``.
 """
-from libc.errno cimport E2BIG, EAGAIN, EBUSY, EEXIST, EINVAL, ENOENT, ENOMEM, EOPNOTSUPP, EPERM
+from libc.errno cimport (E2BIG, EAGAIN, EBUSY, EEXIST, EINVAL, ENOENT, ENOMEM, ENOSPC,
+                         EOPNOTSUPP, EPERM)
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcmp, memcpy, memset
@@ -47,6 +48,7 @@ include "maps/memory.pxi"
 include "maps/queue_stack.pxi"
 include "maps/bloom.pxi"
 include "maps/ringbuf.pxi"
+include "maps/perf_event_array.pxi"
 include "maps/lpm_trie.pxi"
 include "maps/lru.pxi"
 include "maps/helpers.pxi"
@@ -55,6 +57,7 @@ include "maps/helpers.pxi"
 _HASH, _ARRAY, _PERCPU_HASH, _PERCPU_ARRAY = 1, 2, 5, 6
 _QUEUE, _STACK, _RINGBUF, _BLOOM_FILTER = 22, 23, 27, 30
 _LPM_TRIE = 11
+_PERF_EVENT_ARRAY = 4
 _ARRAY_OF_MAPS, _HASH_OF_MAPS = 12, 13
 _LRU_HASH, _LRU_PERCPU_HASH = 9, 10
 
@@ -67,6 +70,13 @@ cdef ringbuf_impl *_ringbuf_of(MapCore core) except NULL:
     if core.map.map_type != _RINGBUF:
         raise OSError(_errno.EINVAL, "not a ring buffer map")
     return <ringbuf_impl *>core.map.impl
+
+
+cdef ubpf_perf_array *_perf_array_of(MapCore core) except NULL:
+    core._ensure_alive()
+    if core.map.map_type != _PERF_EVENT_ARRAY:
+        raise OSError(_errno.EINVAL, "not a perf event array map")
+    return <ubpf_perf_array *>core.map.impl
 
 
 cdef class MapCore:
@@ -118,6 +128,8 @@ cdef class MapCore:
             bloom_init(m, map_extra, <uint32_t>seed)
         elif map_type == _RINGBUF:
             ringbuf_init(m)
+        elif map_type == _PERF_EVENT_ARRAY:
+            perf_array_init(m)
         elif map_type == _LPM_TRIE:
             lpm_init(m)
         elif map_type == _LRU_HASH or map_type == _LRU_PERCPU_HASH:
@@ -515,6 +527,95 @@ cdef class MapCore:
     def ringbuf_waiters(self):
         """Consumers blocked in :meth:`ringbuf_wait` right now."""
         return _ringbuf_of(self).waiters
+
+    # -- PERF_EVENT_ARRAY sample buffers (userbpf.PerfBuffer) ---------------
+    def perf_buffer_install(self, uint32_t index, uint64_t data_size):
+        """Give slot ``index`` a fresh, empty sample buffer of ``data_size``
+        bytes (a power of two), replacing any buffer it had (where libbpf
+        stores a perf event fd in the slot)."""
+        cdef ubpf_perf_array *pa = _perf_array_of(self)
+        cdef ubpf_perfbuf *pb
+        if index >= self.map.max_entries:
+            raise OSError(_errno.E2BIG, f"index {index} >= max_entries {self.map.max_entries}")
+        if data_size < 8 or data_size & (data_size - 1):
+            raise OSError(_errno.EINVAL, "the buffer size must be a power of two >= 8")
+        pb = ubpf_perfbuf_new(data_size)
+        if pb == NULL:
+            raise MemoryError()
+        ubpf_perf_install(pa, index, pb)
+
+    def perf_buffer_remove(self, uint32_t index):
+        """Empty slot ``index`` (programs then get -ENOENT for it)."""
+        cdef ubpf_perf_array *pa = _perf_array_of(self)
+        if index >= self.map.max_entries:
+            raise OSError(_errno.E2BIG, f"index {index} >= max_entries {self.map.max_entries}")
+        ubpf_perf_install(pa, index, NULL)
+
+    def perf_buffer_installed(self, uint32_t index):
+        """Does slot ``index`` hold a sample buffer?"""
+        cdef ubpf_perf_array *pa = _perf_array_of(self)
+        return index < self.map.max_entries and ubpf_perf_slot(pa, index) != NULL
+
+    def perf_lost(self, uint32_t index):
+        """Samples dropped so far in slot ``index``'s buffer (0 without one)."""
+        cdef ubpf_perf_array *pa = _perf_array_of(self)
+        cdef ubpf_perfbuf *pb
+        if index >= self.map.max_entries:
+            return 0
+        pb = ubpf_perf_slot(pa, index)
+        return 0 if pb == NULL else pb.lost
+
+    def perf_consume(self, callback, lost_callback=None):
+        """Drain every slot's buffer, slot 0 first, each in order: new losses
+        first as ``lost_callback(cpu, count)``, then ``callback(cpu, bytes)``
+        per sample. A negative int returned by either stops after that call
+        and is returned; an exception stops and propagates (the sample counts
+        as consumed). Returns the number of samples delivered.
+
+        >>> pa = MapCore(4, 4, 4, 2, 0, 2)
+        >>> pa.perf_buffer_install(1, 4096)
+        >>> pa.perf_consume(print)
+        0
+        """
+        cdef ubpf_perf_array *pa = _perf_array_of(self)
+        cdef ubpf_perfbuf *pb
+        cdef uint32_t cpu
+        cdef uint64_t lost
+        cdef long n = 0
+        if ubpf_perf_consumer_enter(pa):
+            raise OSError(_errno.EBUSY, "the perf buffers are being consumed by another reader")
+        try:
+            for cpu in range(self.map.max_entries):
+                pb = ubpf_perf_slot(pa, cpu)
+                if pb == NULL:
+                    continue
+                lost = ubpf_pb_take_lost(pb)
+                if lost and lost_callback is not None:
+                    r = lost_callback(cpu, lost)
+                    if r is not None and r < 0:
+                        return r
+                while True:
+                    sample = _perf_take(pb)
+                    if sample is None:
+                        break
+                    n += 1
+                    r = callback(cpu, sample)
+                    if r is not None and r < 0:
+                        return r
+            return n
+        finally:
+            ubpf_perf_consumer_leave(pa)
+
+    def perf_wait(self, double timeout=-1.0):
+        """Block (without the GIL) until a sample or a loss waits in any slot,
+        or ``timeout`` seconds (negative: forever). True when one is ready."""
+        cdef ubpf_perf_array *pa = _perf_array_of(self)
+        cdef int ms = -1 if timeout < 0 else <int>min(timeout * 1000.0 + 0.999, 2147483647.0)
+        cdef int ready
+        cdef uint32_t n = self.map.max_entries
+        with nogil:
+            ready = ubpf_perf_wait(pa, n, ms)
+        return bool(ready)
 
     def program_lookup(self, key, uint32_t cpu=0):
         """What bpf_map_lookup_elem returns to a program: the value's address or 0."""

@@ -1,5 +1,5 @@
-# The map helpers programs call (kernel ids 1, 2, 3, 87, 88, 89, 195, and the
-# ring buffer's 130-134).
+# The map helpers programs call (kernel ids 1, 2, 3, 87, 88, 89, 195, the
+# ring buffer's 130-134 and bpf_perf_event_output, 25).
 #
 # Every pointer argument is checked against the run's memory before use and
 # r1 must be one of the program's maps: a verified program cannot do
@@ -184,6 +184,46 @@ cdef uint64_t helper_ringbuf_query(uint64_t r1, uint64_t r2, uint64_t r3, uint64
     return ubpf_ringbuf_query(rb, r2)
 
 
+# ---- bpf_perf_event_output (25), the kernel's bpf_trace.c semantics -------
+
+cdef enum:
+    BPF_F_INDEX_MASK = 0xffffffff
+    BPF_F_CURRENT_CPU = 0xffffffff
+
+
+cdef uint64_t helper_perf_event_output(uint64_t r1, uint64_t r2, uint64_t r3, uint64_t r4,
+                                       uint64_t r5, vm_run *run, void *data) noexcept nogil:
+    """(ctx, map, flags, data, size). r1 (the context) is not used: the
+    sample is only the raw data. Errors in the kernel's order: flags beyond
+    the index (-EINVAL), index >= max_entries (-E2BIG), an empty slot
+    (-ENOENT), a slot of another CPU (-EOPNOTSUPP: the kernel checks the
+    event's oncpu), and a full buffer (-ENOSPC, counted as lost)."""
+    cdef ubpf_map *m = _map_arg(run, r2)
+    cdef ubpf_perfbuf *pb
+    cdef uint64_t index
+    if m == NULL:
+        return 0
+    if m.map_type != _PERF_EVENT_ARRAY_T:     # the verifier only lets this type through
+        run.status = VM_STATUS_ERR_MAP_ARG
+        run.err_addr = r2
+        return 0
+    if r5 and not _mem_arg(run, r4, r5, False):
+        return 0
+    if r3 & ~(<uint64_t>BPF_F_INDEX_MASK):
+        return <uint64_t>-EINVAL
+    index = r3 & BPF_F_INDEX_MASK
+    if index == BPF_F_CURRENT_CPU:
+        index = run.cpu
+    if index >= m.max_entries:
+        return <uint64_t>-E2BIG
+    pb = ubpf_perf_slot(<ubpf_perf_array *>m.impl, <uint32_t>index)
+    if pb == NULL:
+        return <uint64_t>-ENOENT
+    if index != run.cpu:
+        return <uint64_t>-EOPNOTSUPP
+    return <uint64_t>ubpf_perfbuf_output(<ubpf_perf_array *>m.impl, pb, <const void *>r4, r5)
+
+
 cdef object _helper_capsule(vm_helper_fn fn):
     return PyCapsule_New(<void *>fn, "userbpf.helper", NULL)
 
@@ -202,4 +242,5 @@ MAP_HELPERS = {
     132: _helper_capsule(helper_ringbuf_submit),
     133: _helper_capsule(helper_ringbuf_discard),
     134: _helper_capsule(helper_ringbuf_query),
+    25: _helper_capsule(helper_perf_event_output),
 }
