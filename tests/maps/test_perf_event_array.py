@@ -322,3 +322,20 @@ def test_consumer_thread_with_producer_threads(per_cpu):
     consumer.join()
     assert seen == {0: list(range(per_cpu)), 1: list(range(per_cpu))}
     assert lost == {0: reader.lost(0), 1: reader.lost(1)}
+
+
+def test_through_a_kernel_map():
+    """A Map made with MAP_CREATE: the reader finds its storage, programs
+    write to it, and user-space element commands keep their errno."""
+    from userbpf import Map, MapType
+    m = Map(MapType.PERF_EVENT_ARRAY, 4, 4, 2)
+    ncpus = m._obj.core.ncpus
+    seen = []
+    pb = PerfBuffer(m, lambda cpu, data: seen.append((cpu, data)))
+    prog = Program(CTX_PROG.format(flags=CURRENT_CPU), maps={1: m})
+    assert run(prog, b"abc", cpu=min(1, ncpus - 1)) == 0
+    assert pb.consume() == 1
+    assert seen == [(min(1, ncpus - 1), b"abc")]
+    with pytest.raises(OSError) as e:
+        m.lookup(0)
+    assert e.value.errno == 524            # ENOTSUPP: no map_fd_sys_lookup_elem

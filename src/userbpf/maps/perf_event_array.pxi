@@ -6,10 +6,12 @@
 # where libbpf's perf_buffer__new opens an event per CPU and stores its fd.
 # bpf_perf_event_output (helpers.pxi) appends to the buffer of the run's
 # CPU (or an explicit index); the consumer is MapCore.perf_consume.
-# Element commands from user space keep the kernel's answers for an fd
-# array with no perf events: ENOTSUPP for a lookup (no
-# map_fd_sys_lookup_elem), and userbpf has no perf event fd to store, so
-# the other commands answer ENOTSUPP as before this storage existed.
+# Element commands from user space answer ENOTSUPP, as every fd-array
+# type without storage did before (tests/kernel/test_map_elem.py holds
+# that). The live kernel (6.18) differs for all but lookup: update is
+# EINVAL for flags, E2BIG for an index, then EBADF for any fd that is not a
+# perf event (userbpf has none, so EBADF always); delete is E2BIG / ENOENT;
+# get_next_key walks indices as an array does; lookup is ENOTSUPP.
 # map.region stays NULL: programs never see the slots as memory.
 
 cdef extern from "userbpf/perfbuf.h" nogil:
