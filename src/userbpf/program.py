@@ -268,6 +268,12 @@ class Program:
         self._vm.budget = value
 
     @property
+    def vm_prog_address(self) -> int:
+        """The address of the C program (``vm_prog *``) that PROG_ARRAY slots
+        hold for bpf_tail_call; valid while this object lives."""
+        return self._vm.prog_address
+
+    @property
     def insn_count(self) -> int:
         """Instructions the last run executed (``lddw`` counts once)."""
         return self._vm.insn_count

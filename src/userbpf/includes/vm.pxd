@@ -20,6 +20,7 @@ cdef extern from "userbpf/vm.h" nogil:
         int writable
 
     enum:
+        VM_MAP_PROG_ARRAY
         VM_OP_BYTE_MAX
         VM_MAX_REGIONS
         VM_STACK_BYTES
@@ -42,6 +43,7 @@ cdef extern from "userbpf/vm.h" nogil:
         VM_STATUS_ERR_PYTHON
         VM_STATUS_ERR_INVALID
         VM_STATUS_ERR_MAP_ARG
+        VM_STATUS_TAIL_CALL
 
     ctypedef struct vm_prog
 
@@ -64,6 +66,8 @@ cdef extern from "userbpf/vm.h" nogil:
         uint64_t insn_count
         int cur_depth
         void *py_exc
+        const vm_prog *tail_target
+        uint32_t tail_call_cnt
 
     ctypedef uint64_t (*vm_helper_fn)(uint64_t, uint64_t, uint64_t, uint64_t, uint64_t,
                                       vm_run *, void *) noexcept nogil
@@ -82,6 +86,7 @@ cdef extern from "userbpf/vm.h" nogil:
         ubpf_map **maps
         uint32_t nmaps
 
+    const vm_prog *vm_prog_slot(const void *slot)
     uint64_t vm_le16(uint64_t)
     uint64_t vm_le32(uint64_t)
     uint64_t vm_le64(uint64_t)

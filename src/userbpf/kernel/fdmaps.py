@@ -6,7 +6,8 @@ User space stores an fd; the map keeps a reference to the object behind it
 returns the object's id, as the kernel's ``map_fd_sys_lookup_elem`` does.
 
 Programs look maps of maps up through their C storage and get the inner
-map itself (PROG_ARRAY's tail calls come with programs).
+map itself; a PROG_ARRAY's C storage holds the programs' ``vm_prog``
+pointers, which bpf_tail_call jumps to.
 """
 from __future__ import annotations
 
@@ -53,11 +54,13 @@ class FdSlots:
 
     Maps of maps also keep C storage (``ptrs``: an ARRAY_OF_MAPS or
     HASH_OF_MAPS MapCore whose values are the inner maps' ``ubpf_map``
-    pointers), which is what programs look up; flags, "full" and
+    pointers; for a PROG_ARRAY the programs' ``vm_prog`` pointers), which
+    is what programs look up; flags, "full" and
     get_next_key order of a hash of maps are that C hash table's own.
-    Inner maps taken out stay allocated (``retired``) while program runs are
-    in flight in other threads, so a program that still holds one never
-    touches freed memory (the kernel defers the free with RCU).
+    Inner maps and programs taken out stay allocated (``retired``) while
+    program runs are in flight in other threads, so a program that still
+    holds one (or a run that tail-called into one) never touches freed
+    memory (the kernel defers the free with RCU).
     """
 
     def __init__(self, attr: dict, ncpus: int, get_object: Callable[[int], BpfObject],
@@ -70,7 +73,8 @@ class FdSlots:
         t = attr["map_type"]
         self.is_hash = t == MapType.HASH_OF_MAPS
         self.ptrs = _maps.MapCore(t, attr["key_size"], 8, attr["max_entries"],
-                                  attr["map_flags"], ncpus) if t in OF_MAPS else None
+                                  attr["map_flags"], ncpus) \
+            if t in OF_MAPS or t == MapType.PROG_ARRAY else None
 
     # -- resolving what user space stores ------------------------------------
     def _object_for(self, value: bytes) -> BpfObject:
@@ -90,6 +94,8 @@ class FdSlots:
         return _U32.unpack(key)[0]
 
     def _pointer(self, obj) -> bytes:
+        if obj.kind == "prog":
+            return _U64.pack(obj.program.vm_prog_address)
         core = getattr(obj, "core", None)
         return _U64.pack(core.address if core is not None else 0)
 
@@ -106,6 +112,8 @@ class FdSlots:
         if old is not None:
             if getattr(old, "core", None) is not None:
                 self.retired.append(old.core)
+            if getattr(old, "program", None) is not None:
+                self.retired.append(old.program)      # its vm_prog, its maps
             old.put()
         if self.retired and _vm.runs_in_flight() == 0:
             self.retired = []           # the grace period is over: no run holds them

@@ -1,0 +1,233 @@
+"""bpf_tail_call (helper 12) through PROG_ARRAY maps: chains, the limit of
+33 tail calls per run (MAX_TAIL_CALL_CNT), failed tail calls falling
+through, the target's own maps, the shared budget; and the same programs
+run by the live kernel (BPF_PROG_TEST_RUN on socket filters).
+
+Every program here passes the kernel's verifier: r6 keeps the context,
+a tail call is ``r1 = ctx; r2 = prog_array; r3 = index; call 12``.
+"""
+from __future__ import annotations
+
+import struct
+
+import pytest
+
+from userbpf import Map, MapType, hostbpf, isa
+from userbpf.errors import BudgetExceeded, HelperError, MemoryAccessError
+from userbpf.isa import MAX_TAIL_CALL_CNT, Insn, Pseudo
+from userbpf.kernel.progs import load_program
+from userbpf.uapi import ProgType
+
+PA_FD, COUNTER_FD = 100, 101        # the fds the code names (load_program renumbers)
+PACKET = bytes(range(64))           # a socket filter's test_run needs an Ethernet header
+
+
+def ld_map(dst: int, fd: int):
+    return [Insn(0x18, dst, Pseudo.MAP_FD, 0, fd), Insn(0, 0, 0, 0, 0)]
+
+
+def tail_call(index: int, pa_fd: int = PA_FD):
+    """r1 = ctx (kept in r6); bpf_tail_call(ctx, prog_array, index)."""
+    return [isa.BPF_MOV64_REG(1, 6), *ld_map(2, pa_fd), isa.BPF_MOV64_IMM(3, index),
+            isa.BPF_EMIT_CALL(12)]
+
+
+def ret(value: int):
+    return [isa.BPF_MOV64_IMM(0, value), isa.BPF_EXIT_INSN()]
+
+
+def chain_link(index: int, pa_fd: int = PA_FD):
+    """Tail-call slot ``index``; when that fails, return 100 + index."""
+    return [isa.BPF_MOV64_REG(6, 1), *tail_call(index, pa_fd), *ret(100 + index)]
+
+
+def counting(index: int, pa_fd: int = PA_FD, counter_fd: int = COUNTER_FD):
+    """counter[0] += 1, then tail-call slot ``index``; on failure return 7."""
+    return [isa.BPF_MOV64_REG(6, 1),
+            isa.BPF_ST_MEM(isa.Size.W, 10, -4, 0),
+            *ld_map(1, counter_fd),
+            isa.BPF_MOV64_REG(2, 10), isa.BPF_ALU64_IMM(isa.AluOp.ADD, 2, -4),
+            isa.BPF_EMIT_CALL(1),                                  # map_lookup_elem
+            isa.BPF_JMP_IMM(isa.JmpOp.JEQ, 0, 0, 2 + 4),
+            isa.BPF_MOV64_IMM(1, 1),
+            isa.BPF_ATOMIC_OP(isa.Size.DW, isa.AtomicOp.ADD, 0, 1, 0),
+            *tail_call(index, pa_fd),
+            *ret(7)]
+
+
+@pytest.fixture
+def pa():
+    m = Map(MapType.PROG_ARRAY, 4, 4, 4)
+    yield m
+
+
+def load(code, pa, counter=None):
+    maps = {PA_FD: pa}
+    if counter is not None:
+        maps[COUNTER_FD] = counter
+    return load_program(code, maps=maps, kernel=pa.kernel)
+
+
+def test_chain_of_tail_calls_runs_the_last_program(pa):
+    progs = [load(chain_link(i + 1), pa) for i in range(3)]
+    entry = progs[0]
+    assert entry.program.run(bytearray(PACKET)) == 101        # slot 1 empty: falls through
+    pa[1] = progs[1].fd
+    assert entry.program.run(bytearray(PACKET)) == 102
+    pa[2] = progs[2].fd
+    assert entry.program.run(bytearray(PACKET)) == 103        # slot 3 empty
+    # every program ran its 5 instructions up to the call (lddw counts once),
+    # the last one its 2 after the failed call
+    assert entry.program.insn_count == 3 * 5 + 2
+    del pa[2]
+    assert entry.program.run(bytearray(PACKET)) == 102
+
+
+def test_out_of_range_index_falls_through(pa):
+    target = load(ret(5), pa)
+    pa[0] = target.fd
+    entry = load([isa.BPF_MOV64_REG(6, 1), *tail_call(4), *ret(9)], pa)   # max_entries 4
+    assert entry.program.run(bytearray(PACKET)) == 9
+    entry = load([isa.BPF_MOV64_REG(6, 1), *tail_call(0), *ret(9)], pa)
+    assert entry.program.run(bytearray(PACKET)) == 5
+    # the index is a u32: 2**32 (r3 = 1 << 32) is slot 0
+    entry = load([isa.BPF_MOV64_REG(6, 1), isa.BPF_MOV64_REG(1, 6), *ld_map(2, PA_FD),
+                  isa.BPF_MOV64_IMM(3, 1), isa.BPF_ALU64_IMM(isa.AluOp.LSH, 3, 32),
+                  isa.BPF_EMIT_CALL(12), *ret(9)], pa)
+    assert entry.program.run(bytearray(PACKET)) == 5
+
+
+def test_a_program_replacing_itself_stops_after_33_tail_calls(pa):
+    counter = Map(MapType.ARRAY, 4, 8, 1, kernel=pa.kernel)
+    p = load(counting(0), pa, counter)
+    pa[0] = p.fd
+    assert p.program.run(bytearray(PACKET)) == 7               # the 34th fell through
+    assert counter[0] == struct.pack("<Q", MAX_TAIL_CALL_CNT + 1)
+    # each run starts counting again
+    assert p.program.run(bytearray(PACKET)) == 7
+    assert counter[0] == struct.pack("<Q", 2 * (MAX_TAIL_CALL_CNT + 1))
+
+
+def test_an_empty_slot_does_not_count_toward_the_limit(pa):
+    """As the live kernel's JIT (its interpreter would count it)."""
+    counter = Map(MapType.ARRAY, 4, 8, 1, kernel=pa.kernel)
+    # slot 0 tries the empty slot 1 first, then itself
+    code = counting(0)
+    code = code[:-2] + tail_call(1) + tail_call(0) + ret(7)
+    p = load(code, pa, counter)
+    pa[0] = p.fd
+    assert p.program.run(bytearray(PACKET)) == 7
+    # each program tried the empty slot 1 first: still 33 self tail calls
+    assert counter[0] == struct.pack("<Q", MAX_TAIL_CALL_CNT + 1)
+
+
+def test_the_target_uses_its_own_maps(pa):
+    counter = Map(MapType.ARRAY, 4, 8, 1, kernel=pa.kernel)
+    target = load(counting(3), pa, counter)          # slot 3 stays empty
+    entry = load(chain_link(0), pa)                  # no counter map of its own
+    pa[0] = target.fd
+    assert entry.program.run(bytearray(PACKET)) == 7
+    assert counter[0] == struct.pack("<Q", 1)
+
+
+def test_the_run_budget_is_shared(pa):
+    p = load(chain_link(0), pa)
+    pa[0] = p.fd
+    p.program.budget = 5 * 34 + 1    # 5 instructions per program up to its call
+    with pytest.raises(BudgetExceeded):
+        p.program.run(bytearray(PACKET))
+    p.program.budget = 5 * 34 + 2    # 33 tail calls + the fall-through of the 34th
+    assert p.program.run(bytearray(PACKET)) == 100
+    assert p.program.insn_count == 5 * 34 + 2
+
+
+def test_a_fault_in_the_target_names_the_targets_pc(pa):
+    target = load([isa.BPF_MOV64_IMM(0, 0), isa.BPF_LDX_MEM(isa.Size.DW, 0, 0, 0),
+                   isa.BPF_EXIT_INSN()], pa)
+    entry = load(chain_link(0), pa)
+    pa[0] = target.fd
+    with pytest.raises(MemoryAccessError) as e:
+        entry.program.run(bytearray(PACKET))
+    assert e.value.pc == 1
+
+
+def test_prog_array_is_not_program_memory_nor_a_map_helpers_map(pa):
+    target = load(ret(5), pa)
+    pa[0] = target.fd
+    lookup = [isa.BPF_ST_MEM(isa.Size.W, 10, -4, 0), *ld_map(1, PA_FD),
+              isa.BPF_MOV64_REG(2, 10), isa.BPF_ALU64_IMM(isa.AluOp.ADD, 2, -4),
+              isa.BPF_EMIT_CALL(1), *ret(0)]
+    with pytest.raises(HelperError):
+        load(lookup, pa).program.run()
+    # a tail call through a map that is not a PROG_ARRAY stops the run
+    arr = Map(MapType.ARRAY, 4, 8, 1, kernel=pa.kernel)
+    p = load_program([isa.BPF_MOV64_REG(6, 1), *tail_call(0, COUNTER_FD), *ret(1)],
+                     maps={COUNTER_FD: arr}, kernel=pa.kernel)
+    with pytest.raises(HelperError):
+        p.program.run()
+
+
+def test_a_deleted_target_is_not_freed_under_a_run(pa):
+    target = load(ret(5), pa)
+    entry = load(chain_link(0), pa)
+    pa[0] = target.fd
+    prog = pa.kernel.fds.get(target.fd)
+    target.close()
+    del pa[0]
+    assert prog.freed
+    assert entry.program.run(bytearray(PACKET)) == 100
+    pa[0] = load(ret(6), pa).fd
+    assert entry.program.run(bytearray(PACKET)) == 6
+
+
+# ---- the same programs in the live kernel ----------------------------------
+
+def _host_patch(code, fds):
+    return [x._replace(imm=fds[x.imm]) if x.code == 0x18 and x.src == Pseudo.MAP_FD else x
+            for x in code]
+
+
+@pytest.mark.kernel
+@pytest.mark.skipif(not hostbpf.available(),
+                    reason="live bpf() not permitted" if not hostbpf.available() else "")
+@pytest.mark.parametrize("filled", [0, 1, 2, 3])
+def test_chain_matches_the_kernel(pa, filled):
+    """Slots 1..filled hold links, the entry is link 0: both return 101 + filled."""
+    with hostbpf.map_create(MapType.PROG_ARRAY, 4, 4, 4) as hpa:
+        hprogs = [hostbpf.prog_load(_host_patch(chain_link(i + 1), {PA_FD: hpa.fd}),
+                                    ProgType.SOCKET_FILTER) for i in range(4)]
+        uprogs = [load(chain_link(i + 1), pa) for i in range(4)]
+        try:
+            for i in range(1, filled + 1):
+                hpa.update(struct.pack("<I", i), struct.pack("<I", hprogs[i].fd))
+                pa[i] = uprogs[i].fd
+            host = hprogs[0].test_run(PACKET).retval
+            assert uprogs[0].program.run(bytearray(PACKET)) == host == 101 + filled
+        finally:
+            for p in hprogs:
+                p.close()
+
+
+@pytest.mark.kernel
+@pytest.mark.skipif(not hostbpf.available(),
+                    reason="live bpf() not permitted" if not hostbpf.available() else "")
+@pytest.mark.parametrize("empty_first", [False, True])
+def test_the_limit_matches_the_kernel(pa, empty_first):
+    """A program tail-calling itself: the counter after one run is the same."""
+    code = counting(0)
+    if empty_first:
+        code = code[:-2] + tail_call(1) + tail_call(0) + ret(7)
+    counter = Map(MapType.ARRAY, 4, 8, 1, kernel=pa.kernel)
+    with hostbpf.map_create(MapType.PROG_ARRAY, 4, 4, 4) as hpa, \
+            hostbpf.map_create(MapType.ARRAY, 4, 8, 1) as hcounter:
+        with hostbpf.prog_load(_host_patch(code, {PA_FD: hpa.fd, COUNTER_FD: hcounter.fd}),
+                               ProgType.SOCKET_FILTER) as hp:
+            hpa.update(struct.pack("<I", 0), struct.pack("<I", hp.fd))
+            host = hp.test_run(PACKET).retval
+            host_count = hcounter.lookup(bytes(4))
+            hpa.delete(struct.pack("<I", 0))        # the slot holds the program
+        p = load(code, pa, counter)
+        pa[0] = p.fd
+        assert p.program.run(bytearray(PACKET)) == host == 7
+        assert counter[0] == host_count
+    assert host_count == struct.pack("<Q", MAX_TAIL_CALL_CNT + 1)
