@@ -65,7 +65,8 @@ enum vm_status {
     VM_STATUS_ERR_PYTHON = 7,  /* a Python helper raised; run->py_exc holds it */
     VM_STATUS_ERR_INVALID = 8, /* an operation that cannot run (never decoded) */
     VM_STATUS_ERR_MAP_ARG = 9, /* a map helper's r1 is not one of the program's maps */
-    VM_STATUS_TAIL_CALL = 10   /* bpf_tail_call succeeded: vm_exec runs run->tail_target */
+    VM_STATUS_TAIL_CALL = 10,  /* bpf_tail_call succeeded: vm_exec runs run->tail_target */
+    VM_STATUS_ERR_TAIL_CALL = 11 /* bpf_tail_call from a subprogram or callback (not run yet) */
 };
 
 /* BPF_MAP_TYPE_PROG_ARRAY: its C storage holds vm_prog pointers that only
@@ -94,6 +95,7 @@ typedef struct vm_prog {
     uint32_t nhelpers;
     ubpf_map **maps;      /* the maps the program references (lddw resolved) */
     uint32_t nmaps;
+    void *owner;          /* the VMProgram (borrowed): reports a tail-called program's faults */
 } vm_prog;
 
 /* A PROG_ARRAY slot's program (NULL: empty); user space swaps slots while

@@ -40,6 +40,7 @@ STATUS_ERR_HELPER = VM_STATUS_ERR_HELPER
 STATUS_ERR_PYTHON = VM_STATUS_ERR_PYTHON
 STATUS_ERR_INVALID = VM_STATUS_ERR_INVALID
 STATUS_ERR_MAP_ARG = VM_STATUS_ERR_MAP_ARG
+STATUS_ERR_TAIL_CALL = VM_STATUS_ERR_TAIL_CALL
 INSN_RECORD = "<BBBBiq"         # struct vm_insn, as program.py packs it
 INSN_RECORD_SIZE = sizeof(vm_insn)
 STACK_BYTES = VM_STACK_BYTES
@@ -987,7 +988,7 @@ cdef uint64_t _helper_tail_call(uint64_t r1, uint64_t r2, uint64_t r3, uint64_t 
     if run.cur_depth != 0:
         # a tail call from a subprogram or a callback returns to its caller
         # in the kernel; userbpf does not run that yet
-        run.status = VM_STATUS_ERR_INVALID
+        run.status = VM_STATUS_ERR_TAIL_CALL
         return 0
     if index >= m.max_entries:
         return <uint64_t>-ENOENT
@@ -1067,6 +1068,7 @@ cdef class VMProgram:
         self.prog.nhelpers = 0
         self.prog.maps = NULL
         self.prog.nmaps = 0
+        self.prog.owner = <void *>self
 
     def __init__(self, bytes records, orig_pc, helpers, fault, uint64_t budget=0, maps=()):
         cdef Py_ssize_t n = len(records) // sizeof(vm_insn)
@@ -1173,15 +1175,20 @@ cdef class VMProgram:
 
     cdef object _finish(self, vm_run *run):
         cdef object exc = None
+        cdef object faulted = self
         self.insn_count = run.insn_count
         if run.py_exc != NULL:
             exc = <object>run.py_exc
             Py_DECREF(exc)
             run.py_exc = NULL
         if run.status > VM_STATUS_STOP:
-            # run.prog: the program that faulted (a tail call's target)
-            raise self.fault(run.status, run.prog.orig_pc[run.err_pc], run.err_addr,
-                             run.err_size, bool(run.err_write), exc)
+            # run.prog: the program that faulted (a tail call's target, which
+            # its PROG_ARRAY slot or the retired list keeps alive)
+            if run.prog != NULL and run.prog.owner != NULL:
+                faulted = <object>run.prog.owner
+            raise (<VMProgram>faulted).fault(run.status, run.prog.orig_pc[run.err_pc],
+                                             run.err_addr, run.err_size, bool(run.err_write),
+                                             exc)
         return None
 
     def run(self, mem=None, *, uint32_t cpu=0):

@@ -324,6 +324,9 @@ class Program:
         if status == _vm.STATUS_ERR_MAP_ARG:
             return HelperError(f"map helper called with r1={addr:#x}, which is not a map "
                                "this program references", pc, text)
+        if status == _vm.STATUS_ERR_TAIL_CALL:
+            return HelperError("bpf_tail_call from a subprogram or a callback is not "
+                               "supported yet", pc, text)
         if status == _vm.STATUS_ERR_PYTHON:
             if not isinstance(exc, Exception):      # KeyboardInterrupt, SystemExit: as they are
                 return exc

@@ -149,6 +149,18 @@ def test_a_fault_in_the_target_names_the_targets_pc(pa):
     with pytest.raises(MemoryAccessError) as e:
         entry.program.run(bytearray(PACKET))
     assert e.value.pc == 1
+    assert e.value.addr == 0
+    assert e.value.insn == "r0 = *(u64 *)(r0 +0)"      # the target's instruction, not the entry's
+
+
+def test_a_tail_call_from_a_subprogram_is_refused(pa):
+    target = load(ret(5), pa)
+    pa[0] = target.fd
+    entry = load([isa.BPF_MOV64_REG(6, 1), isa.BPF_CALL_REL(2), *ret(1),
+                  *tail_call(0), *ret(2)], pa)
+    with pytest.raises(HelperError, match="from a subprogram or a callback") as e:
+        entry.program.run(bytearray(PACKET))
+    assert e.value.pc == 8
 
 
 def test_prog_array_is_not_program_memory_nor_a_map_helpers_map(pa):

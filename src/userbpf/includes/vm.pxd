@@ -44,6 +44,7 @@ cdef extern from "userbpf/vm.h" nogil:
         VM_STATUS_ERR_INVALID
         VM_STATUS_ERR_MAP_ARG
         VM_STATUS_TAIL_CALL
+        VM_STATUS_ERR_TAIL_CALL
 
     ctypedef struct vm_prog
 
@@ -85,6 +86,7 @@ cdef extern from "userbpf/vm.h" nogil:
         uint32_t nhelpers
         ubpf_map **maps
         uint32_t nmaps
+        void *owner
 
     const vm_prog *vm_prog_slot(const void *slot)
     uint64_t vm_le16(uint64_t)
