@@ -243,3 +243,93 @@ def test_the_limit_matches_the_kernel(pa, empty_first):
         assert p.program.run(bytearray(PACKET)) == host == 7
         assert counter[0] == host_count
     assert host_count == struct.pack("<Q", MAX_TAIL_CALL_CNT + 1)
+
+
+# ---- the PROG_ARRAY's owner program type -----------------------------------
+
+def _owner_steps(first_stores: bool, store, load_user, load_plain, delete):
+    """What the kernel does with one PROG_ARRAY: a socket filter makes it its
+    type (stored in it, or loaded referencing it); then an XDP program can
+    be neither stored nor loaded referencing it, even after the socket
+    filter is gone. Returns the errno (0: done) of each step."""
+    out = []
+
+    def step(fn):
+        try:
+            fn()
+            out.append(0)
+        except OSError as e:
+            out.append(e.errno)
+    sf_code = ret(0)
+    if first_stores:
+        sf = load_plain(sf_code, ProgType.SOCKET_FILTER)
+        step(lambda: store(0, sf))
+        step(lambda: delete(0))
+    else:
+        step(lambda: load_user(ProgType.SOCKET_FILTER))
+    xdp = load_plain(ret(2), ProgType.XDP)
+    step(lambda: store(1, xdp))
+    step(lambda: load_user(ProgType.XDP))
+    sf2 = load_plain(ret(3), ProgType.SOCKET_FILTER)
+    step(lambda: store(2, sf2))
+    return out
+
+
+def _user_owner_steps(first_stores: bool):
+    pa = Map(MapType.PROG_ARRAY, 4, 4, 4)
+    kept = []
+
+    def load_plain(code, t):
+        kept.append(load_program(code, prog_type=t, kernel=pa.kernel))
+        return kept[-1].fd
+
+    def store(i, fd):
+        pa[i] = fd
+
+    def delete(i):
+        del pa[i]
+
+    def load_user(t):
+        kept.append(load_program(chain_link(0), prog_type=t, maps={PA_FD: pa},
+                                 kernel=pa.kernel))
+    return _owner_steps(first_stores, store, load_user, load_plain, delete)
+
+
+@pytest.mark.parametrize("first_stores", [False, True])
+def test_a_prog_array_holds_one_program_type(first_stores):
+    from errno import EINVAL
+    expected = [0, 0, EINVAL, EINVAL, 0] if first_stores else [0, EINVAL, EINVAL, 0]
+    assert _user_owner_steps(first_stores) == expected
+
+
+@pytest.mark.kernel
+@pytest.mark.skipif(not hostbpf.available(),
+                    reason="live bpf() not permitted" if not hostbpf.available() else "")
+@pytest.mark.parametrize("first_stores", [False, True])
+def test_the_owner_type_matches_the_kernel(first_stores):
+    with hostbpf.map_create(MapType.PROG_ARRAY, 4, 4, 4) as hpa:
+        kept = []
+
+        def load_plain(code, t):
+            kept.append(hostbpf.prog_load(code, t))
+            return kept[-1].fd
+
+        def store(i, fd):
+            hpa.update(struct.pack("<I", i), struct.pack("<I", fd))
+
+        def delete(i):
+            hpa.delete(struct.pack("<I", i))
+
+        def load_user(t):
+            kept.append(hostbpf.prog_load(_host_patch(chain_link(0), {PA_FD: hpa.fd}), t))
+        try:
+            host = _owner_steps(first_stores, store, load_user, load_plain, delete)
+        finally:
+            for i in range(4):
+                try:
+                    delete(i)
+                except OSError:
+                    pass
+            for p in kept:
+                p.close()
+    assert _user_owner_steps(first_stores) == host

@@ -22,6 +22,7 @@ from .objects import BpfObject
 
 BPF_ANY, BPF_NOEXIST, BPF_EXIST = 0, 1, 2
 BPF_F_INNER_MAP = 1 << 12
+BPF_F_XDP_HAS_FRAGS = 1 << 5
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
 
@@ -70,6 +71,7 @@ class FdSlots:
         self.get_object = get_object       # fd -> object (EBADF / EINVAL), no new ref
         self.objects: Dict[bytes, BpfObject] = {}
         self.retired: list = []
+        self.owner: Optional[tuple] = None     # PROG_ARRAY: the programs' kind, once set
         t = attr["map_type"]
         self.is_hash = t == MapType.HASH_OF_MAPS
         self.ptrs = _maps.MapCore(t, attr["key_size"], 8, attr["max_entries"],
@@ -85,10 +87,24 @@ class FdSlots:
         if self.attr["map_type"] == MapType.PROG_ARRAY:
             if obj.kind != "prog":
                 raise bpf_error(errno.EINVAL, f"fd {fd} is not a program")
+            if not self.compatible(obj.prog_type, obj.prog_flags):
+                raise bpf_error(errno.EINVAL, f"program fd {fd} is not of the type this "
+                                              "PROG_ARRAY holds")
         elif obj.kind != "map" or not meta_equal(self.meta, obj):
             raise bpf_error(errno.EINVAL, f"fd {fd} is not a map matching the inner map "
                                           "template")
         return obj
+
+    def compatible(self, prog_type: int, prog_flags: int) -> bool:
+        """__bpf_prog_map_compatible: the first program stored in a PROG_ARRAY
+        or loaded referencing it makes the map its type's (for good: the
+        owner outlives that program); programs of another type (or XDP with
+        another BPF_F_XDP_HAS_FRAGS) are refused since tail calls between
+        them would see the wrong context."""
+        kind = (prog_type, bool(prog_flags & BPF_F_XDP_HAS_FRAGS))
+        if self.owner is None:
+            self.owner = kind
+        return self.owner == kind
 
     def _index(self, key: bytes) -> int:
         return _U32.unpack(key)[0]
