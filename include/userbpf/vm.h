@@ -66,7 +66,7 @@ enum vm_status {
     VM_STATUS_ERR_INVALID = 8, /* an operation that cannot run (never decoded) */
     VM_STATUS_ERR_MAP_ARG = 9, /* a map helper's r1 is not one of the program's maps */
     VM_STATUS_TAIL_CALL = 10,  /* bpf_tail_call succeeded: vm_exec runs run->tail_target */
-    VM_STATUS_ERR_TAIL_CALL = 11 /* bpf_tail_call from a subprogram or callback (not run yet) */
+    VM_STATUS_ERR_TAIL_CALL = 11 /* bpf_tail_call in a callback's own frame (not run yet) */
 };
 
 /* BPF_MAP_TYPE_PROG_ARRAY: its C storage holds vm_prog pointers that only

@@ -51,6 +51,7 @@ cdef struct vm_frame:
     uint64_t saved[4]        # r6-r9 of the caller
     uint64_t fp              # the caller's r10
     uint32_t ret             # decoded index to return to
+    const vm_prog *prog      # the caller's program (a tail call may replace the callee's)
 
 
 # classic BPF's negative LD_ABS/LD_IND offsets (linux/filter.h)
@@ -577,6 +578,21 @@ cdef uint64_t vm_exec_at(const vm_prog *prog, vm_run *run, uint32_t entry, uint6
             reg[0] = h.fn(reg[1], reg[2], reg[3], reg[4], reg[5], run, h.data)
             count = run.insn_count - _pc(ins, insns) - 1
             if run.status != VM_STATUS_OK:
+                if run.status == VM_STATUS_TAIL_CALL and depth > base:
+                    # bpf_tail_call in a subprogram: the target replaces it
+                    # in its frame, and its exit returns to the subprogram's
+                    # caller (as the kernel's JIT does)
+                    count += _pc(ins, insns) + 1        # rebased on the target's index 0
+                    prog = run.tail_target
+                    run.prog = prog
+                    run.tail_target = NULL
+                    run.status = VM_STATUS_OK
+                    insns = prog.insns
+                    ins = insns
+                    loops[depth] = VM_MAX_LOOPS
+                    continue
+                if run.status == VM_STATUS_TAIL_CALL and base != 0:
+                    run.status = VM_STATUS_ERR_TAIL_CALL      # from a callback's own frame
                 if run.err_pc == VM_NO_PC:       # not a fault inside a callback
                     run.err_pc = _pc(ins, insns)
                 break
@@ -594,6 +610,18 @@ cdef uint64_t vm_exec_at(const vm_prog *prog, vm_run *run, uint32_t entry, uint6
             reg[0] = h.fn(reg[1], reg[2], reg[3], reg[4], reg[5], run, h.data)
             count = run.insn_count - _pc(ins, insns) - 1
             if run.status != VM_STATUS_OK:
+                if run.status == VM_STATUS_TAIL_CALL and depth > base:
+                    count += _pc(ins, insns) + 1        # as for `call`, above
+                    prog = run.tail_target
+                    run.prog = prog
+                    run.tail_target = NULL
+                    run.status = VM_STATUS_OK
+                    insns = prog.insns
+                    ins = insns
+                    loops[depth] = VM_MAX_LOOPS
+                    continue
+                if run.status == VM_STATUS_TAIL_CALL and base != 0:
+                    run.status = VM_STATUS_ERR_TAIL_CALL
                 if run.err_pc == VM_NO_PC:
                     run.err_pc = _pc(ins, insns)
                 break
@@ -607,6 +635,7 @@ cdef uint64_t vm_exec_at(const vm_prog *prog, vm_run *run, uint32_t entry, uint6
             frames[depth].saved[3] = reg[9]
             frames[depth].fp = reg[10]
             frames[depth].ret = _pc(ins, insns) + 1
+            frames[depth].prog = prog
             depth += 1
             loops[depth] = VM_MAX_LOOPS
             reg[10] = stack_top - <uint64_t>depth * UBPF_STACK_SIZE
@@ -625,6 +654,18 @@ cdef uint64_t vm_exec_at(const vm_prog *prog, vm_run *run, uint32_t entry, uint6
             reg[8] = frames[depth].saved[2]
             reg[9] = frames[depth].saved[3]
             reg[10] = frames[depth].fp
+            if frames[depth].prog != prog:
+                # back from a program a subprogram tail-called: the caller's code
+                a = <uint64_t>_pc(ins, insns) + 1
+                if count + a > budget:
+                    _fault(run, VM_STATUS_ERR_BUDGET, _pc(ins, insns), 0, 0, 0)
+                    break
+                count += a - <uint64_t>frames[depth].ret
+                prog = frames[depth].prog
+                run.prog = prog
+                insns = prog.insns
+                ins = insns + frames[depth].ret
+                continue
             if _take(&ins, insns, <int32_t>frames[depth].ret, &count, budget):
                 _fault(run, VM_STATUS_ERR_BUDGET, _pc(ins, insns), 0, 0, 0)
                 break
@@ -984,11 +1025,6 @@ cdef uint64_t _helper_tail_call(uint64_t r1, uint64_t r2, uint64_t r3, uint64_t 
     if m == NULL or m.map_type != VM_MAP_PROG_ARRAY:
         run.status = VM_STATUS_ERR_MAP_ARG
         run.err_addr = r2
-        return 0
-    if run.cur_depth != 0:
-        # a tail call from a subprogram or a callback returns to its caller
-        # in the kernel; userbpf does not run that yet
-        run.status = VM_STATUS_ERR_TAIL_CALL
         return 0
     if index >= m.max_entries:
         return <uint64_t>-ENOENT

@@ -325,8 +325,8 @@ class Program:
             return HelperError(f"map helper called with r1={addr:#x}, which is not a map "
                                "this program references", pc, text)
         if status == _vm.STATUS_ERR_TAIL_CALL:
-            return HelperError("bpf_tail_call from a subprogram or a callback is not "
-                               "supported yet", pc, text)
+            return HelperError("bpf_tail_call in a callback (bpf_loop, "
+                               "bpf_for_each_map_elem...) is not supported yet", pc, text)
         if status == _vm.STATUS_ERR_PYTHON:
             if not isinstance(exc, Exception):      # KeyboardInterrupt, SystemExit: as they are
                 return exc

@@ -153,14 +153,47 @@ def test_a_fault_in_the_target_names_the_targets_pc(pa):
     assert e.value.insn == "r0 = *(u64 *)(r0 +0)"      # the target's instruction, not the entry's
 
 
-def test_a_tail_call_from_a_subprogram_is_refused(pa):
-    target = load(ret(5), pa)
+SUBPROG_TAIL_CALL = [isa.BPF_CALL_REL(2), isa.BPF_ALU64_IMM(isa.AluOp.ADD, 0, 1000),
+                     isa.BPF_EXIT_INSN(),
+                     # the subprogram: ctx arrives in r1
+                     isa.BPF_MOV64_REG(6, 1), *tail_call(0), *ret(5)]
+
+
+def test_a_tail_call_from_a_subprogram_returns_to_its_caller(pa):
+    """The target replaces the subprogram; its exit returns to the caller
+    (1042 and 1005 in the live kernel, see test_subprogram_tail_call_matches_the_kernel)."""
+    target = load([isa.BPF_MOV64_IMM(0, 40), isa.BPF_JMP_IMM(isa.JmpOp.JA, 0, 0, 0),
+                   isa.BPF_ALU64_IMM(isa.AluOp.ADD, 0, 2), isa.BPF_EXIT_INSN()], pa)
+    entry = load(SUBPROG_TAIL_CALL, pa)
     pa[0] = target.fd
-    entry = load([isa.BPF_MOV64_REG(6, 1), isa.BPF_CALL_REL(2), *ret(1),
-                  *tail_call(0), *ret(2)], pa)
-    with pytest.raises(HelperError, match="from a subprogram or a callback") as e:
-        entry.program.run(bytearray(PACKET))
-    assert e.value.pc == 8
+    assert entry.program.run(bytearray(PACKET)) == 1042
+    # call, mov, mov, lddw, mov, call | target's 4 | add, exit
+    assert entry.program.insn_count == 6 + 4 + 2
+    entry.program.budget = 6 + 4 + 1
+    with pytest.raises(BudgetExceeded):
+        entry.program.run(bytearray(PACKET))       # at the target's exit, back to the caller
+    entry.program.budget = 6 + 4 + 2
+    assert entry.program.run(bytearray(PACKET)) == 1042
+    del pa[0]
+    assert entry.program.run(bytearray(PACKET)) == 1005
+
+
+def test_a_subprogram_tail_call_chain_keeps_the_limit(pa):
+    counter = Map(MapType.ARRAY, 4, 8, 1, kernel=pa.kernel)
+    looping = load(counting(0), pa, counter)
+    pa[0] = looping.fd
+    entry = load(SUBPROG_TAIL_CALL, pa)
+    assert entry.program.run(bytearray(PACKET)) == 1007
+    assert counter[0] == struct.pack("<Q", MAX_TAIL_CALL_CNT)   # the entry's own call was 1
+
+
+def test_a_fault_after_a_subprogram_tail_call_names_the_target(pa):
+    target = load([isa.BPF_MOV64_IMM(0, 0), isa.BPF_LDX_MEM(isa.Size.DW, 0, 0, 0),
+                   isa.BPF_EXIT_INSN()], pa)
+    pa[0] = target.fd
+    with pytest.raises(MemoryAccessError) as e:
+        load(SUBPROG_TAIL_CALL, pa).program.run(bytearray(PACKET))
+    assert e.value.pc == 1 and e.value.insn == "r0 = *(u64 *)(r0 +0)"
 
 
 def test_prog_array_is_not_program_memory_nor_a_map_helpers_map(pa):
