@@ -366,3 +366,86 @@ def test_the_owner_type_matches_the_kernel(first_stores):
             for p in kept:
                 p.close()
     assert _user_owner_steps(first_stores) == host
+
+
+# ---- tail calls from subprograms in the live kernel: they need BTF func_info --
+
+def _btf_funcs(n: int) -> bytes:
+    """BTF: int, an ``int f(void)`` prototype and n static functions of it."""
+    names = b"\0int\0" + b"".join(b"f%d\0" % i for i in range(n))
+    INT, FUNC, FUNC_PROTO = 1, 12, 13
+    types = struct.pack("<IIII", 1, INT << 24, 4, (1 << 24) | 32)
+    types += struct.pack("<III", 0, FUNC_PROTO << 24, 1)
+    off = 5
+    for i in range(n):
+        types += struct.pack("<III", off, FUNC << 24, 2)
+        off += len(b"f%d\0" % i)
+    hdr = struct.pack("<HBBIIIII", 0xEB9F, 1, 0, 24, 0, len(types), len(types), len(names))
+    return hdr + types + names
+
+
+def _host_load_with_subprogs(insns, prog_type=ProgType.SOCKET_FILTER):
+    """PROG_LOAD with a func_info entry per subprogram (``call pc+off`` targets)."""
+    import ctypes
+    import os
+
+    from userbpf import abi
+    from userbpf.uapi import Cmd
+
+    class BtfLoadAttr(ctypes.Structure):
+        _fields_ = [("btf", ctypes.c_uint64), ("btf_log_buf", ctypes.c_uint64),
+                    ("btf_size", ctypes.c_uint32), ("btf_log_size", ctypes.c_uint32),
+                    ("btf_log_level", ctypes.c_uint32)]
+
+    starts = sorted({0} | {pc + x.imm + 1 for pc, x in enumerate(insns)
+                           if x.code == 0x85 and x.src == isa.BPF_PSEUDO_CALL})
+    blob = _btf_funcs(len(starts))
+    bbuf = ctypes.create_string_buffer(blob, len(blob))
+    btf_fd = hostbpf.sys_bpf(Cmd.BTF_LOAD, BtfLoadAttr(btf=ctypes.addressof(bbuf),
+                                                       btf_size=len(blob)))
+    try:
+        info = (ctypes.c_uint32 * (2 * len(starts)))(
+            *[v for i, s in enumerate(starts) for v in (s, 3 + i)])
+        code = isa.encode(insns)
+        cbuf = ctypes.create_string_buffer(code, len(code))
+        lic = ctypes.create_string_buffer(b"GPL")
+        attr = abi.ProgLoadAttr(prog_type=prog_type, insn_cnt=len(code) // 8,
+                                insns=ctypes.addressof(cbuf), license=ctypes.addressof(lic),
+                                prog_btf_fd=btf_fd, func_info_rec_size=8,
+                                func_info=ctypes.addressof(info), func_info_cnt=len(starts))
+        return hostbpf.HostProg(hostbpf.sys_bpf(Cmd.PROG_LOAD, attr), prog_type)
+    finally:
+        os.close(btf_fd)
+
+
+@pytest.mark.kernel
+@pytest.mark.skipif(not hostbpf.available(),
+                    reason="live bpf() not permitted" if not hostbpf.available() else "")
+@pytest.mark.parametrize("target_kind", ["ret", "looping", "empty"])
+def test_subprogram_tail_call_matches_the_kernel(pa, target_kind):
+    target_code = {"ret": ret(42), "looping": counting(0), "empty": None}[target_kind]
+    counter = Map(MapType.ARRAY, 4, 8, 1, kernel=pa.kernel)
+    with hostbpf.map_create(MapType.PROG_ARRAY, 4, 4, 4) as hpa, \
+            hostbpf.map_create(MapType.ARRAY, 4, 8, 1) as hcounter:
+        fds = {PA_FD: hpa.fd, COUNTER_FD: hcounter.fd}
+        kept = []
+        try:
+            if target_code is not None:
+                kept.append(hostbpf.prog_load(_host_patch(target_code, fds),
+                                              ProgType.SOCKET_FILTER))
+                hpa.update(struct.pack("<I", 0), struct.pack("<I", kept[-1].fd))
+            kept.append(_host_load_with_subprogs(_host_patch(SUBPROG_TAIL_CALL, fds)))
+            host = kept[-1].test_run(PACKET).retval
+            host_count = hcounter.lookup(bytes(4))
+        finally:
+            try:
+                hpa.delete(struct.pack("<I", 0))
+            except OSError:
+                pass
+            for p in kept:
+                p.close()
+    if target_code is not None:
+        pa[0] = load(target_code, pa, counter).fd
+    assert load(SUBPROG_TAIL_CALL, pa).program.run(bytearray(PACKET)) == host
+    assert counter[0] == host_count
+    assert host == {"ret": 1042, "looping": 1007, "empty": 1005}[target_kind]
