@@ -449,3 +449,50 @@ def test_subprogram_tail_call_matches_the_kernel(pa, target_kind):
     assert load(SUBPROG_TAIL_CALL, pa).program.run(bytearray(PACKET)) == host
     assert counter[0] == host_count
     assert host == {"ret": 1042, "looping": 1007, "empty": 1005}[target_kind]
+
+
+def test_a_tail_call_in_a_callback_is_refused(pa):
+    target = load(ret(5), pa)
+    pa[0] = target.fd
+    ld_func = isa.BPF_LD_IMM64(2, 0)
+    code = [isa.BPF_MOV64_REG(6, 1), isa.BPF_MOV64_IMM(1, 1),
+            ld_func[0]._replace(src=Pseudo.FUNC, imm=6), ld_func[1],
+            isa.BPF_MOV64_IMM(3, 0), isa.BPF_MOV64_IMM(4, 0), isa.BPF_EMIT_CALL(181),
+            *ret(3),
+            *tail_call(0), *ret(0)]                 # the callback, at slot 9
+    with pytest.raises(HelperError, match="in a callback") as e:
+        load(code, pa).program.run(bytearray(PACKET))
+    assert e.value.pc == 13
+
+
+def test_slots_swapped_while_other_threads_tail_call(pa):
+    """Targets replaced and deleted (their fds closed) under running threads:
+    every run ends in a target or the fall-through, and nothing is freed
+    under a run (bounded; programs run without the GIL)."""
+    import threading
+    entry = load(chain_link(0), pa)
+    stop = threading.Event()
+    seen = set()
+    errors = []
+
+    def runner():
+        try:
+            while not stop.is_set():
+                seen.add(entry.program.run(bytearray(PACKET)))
+        except BaseException as e:       # pragma: no cover - reported below
+            errors.append(e)
+    threads = [threading.Thread(target=runner) for _ in range(2)]
+    for t in threads:
+        t.start()
+    try:
+        for i in range(200):
+            with load(ret(i % 5), pa) as target:
+                pa[0] = target.fd
+            if i % 3 == 0:
+                del pa[0]
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert not errors
+    assert seen <= {0, 1, 2, 3, 4, 100}

@@ -24,6 +24,9 @@ BPF_ANY, BPF_NOEXIST, BPF_EXIST = 0, 1, 2
 BPF_F_INNER_MAP = 1 << 12
 BPF_F_XDP_HAS_FRAGS = 1 << 5
 _U32 = struct.Struct("<I")
+# what freed fd maps held (their C storage, inner maps, programs) while runs
+# were in flight: dropped at the next fd-map change with no run in flight
+_grave: list = []
 _U64 = struct.Struct("<Q")
 
 # Types the kernel refuses as inner maps (no map_meta_equal): -ENOTSUPP
@@ -131,8 +134,9 @@ class FdSlots:
             if getattr(old, "program", None) is not None:
                 self.retired.append(old.program)      # its vm_prog, its maps
             old.put()
-        if self.retired and _vm.runs_in_flight() == 0:
+        if (self.retired or _grave) and _vm.runs_in_flight() == 0:
             self.retired = []           # the grace period is over: no run holds them
+            _grave.clear()
 
     # -- the element commands ---------------------------------------------------
     def update(self, key: bytes, value: bytes, flags: int) -> None:
@@ -183,6 +187,15 @@ class FdSlots:
     def clear(self) -> None:
         """The map is freed: drop every reference it holds."""
         objs, self.objects = list(self.objects.values()), {}
+        if _vm.runs_in_flight():
+            # a run in another thread may still be in a program (or an inner
+            # map) this map held: keep them, as the kernel's RCU would
+            _grave.extend(self.retired)
+            _grave.append(self.ptrs)
+            _grave.extend(getattr(obj, "core", None) or getattr(obj, "program", None)
+                          for obj in objs)
+        else:
+            _grave.clear()
         for obj in objs:
             obj.put()
         self.ptrs = None
