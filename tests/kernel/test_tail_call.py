@@ -452,6 +452,9 @@ def test_subprogram_tail_call_matches_the_kernel(pa, target_kind):
 
 
 def test_a_tail_call_in_a_callback_is_refused(pa):
+    """The kernel's verifier never lets one through: a callback has no ctx
+    to pass (bpf_loop's callback_ctx must point to the stack; with r6 = ctx
+    it refuses "R6 !read_ok"). userbpf runs unverified code: it stops."""
     target = load(ret(5), pa)
     pa[0] = target.fd
     ld_func = isa.BPF_LD_IMM64(2, 0)
