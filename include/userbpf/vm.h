@@ -64,8 +64,14 @@ enum vm_status {
     VM_STATUS_ERR_HELPER = 6,  /* callx to an unknown helper */
     VM_STATUS_ERR_PYTHON = 7,  /* a Python helper raised; run->py_exc holds it */
     VM_STATUS_ERR_INVALID = 8, /* an operation that cannot run (never decoded) */
-    VM_STATUS_ERR_MAP_ARG = 9  /* a map helper's r1 is not one of the program's maps */
+    VM_STATUS_ERR_MAP_ARG = 9, /* a map helper's r1 is not one of the program's maps */
+    VM_STATUS_TAIL_CALL = 10,  /* bpf_tail_call succeeded: vm_exec runs run->tail_target */
+    VM_STATUS_ERR_TAIL_CALL = 11 /* bpf_tail_call in a callback's own frame (not run yet) */
 };
+
+/* BPF_MAP_TYPE_PROG_ARRAY: its C storage holds vm_prog pointers that only
+ * bpf_tail_call reads; never program memory, never a map helper's map. */
+#define VM_MAP_PROG_ARRAY 3
 
 struct vm_run;
 
@@ -89,7 +95,16 @@ typedef struct vm_prog {
     uint32_t nhelpers;
     ubpf_map **maps;      /* the maps the program references (lddw resolved) */
     uint32_t nmaps;
+    void *owner;          /* the VMProgram (borrowed): reports a tail-called program's faults */
 } vm_prog;
+
+/* A PROG_ARRAY slot's program (NULL: empty); user space swaps slots while
+ * programs run, so the pointer is read once, atomically. */
+static inline const vm_prog *vm_prog_slot(const void *slot) {
+    const vm_prog *p;
+    __atomic_load((const vm_prog *const *)slot, &p, __ATOMIC_ACQUIRE);
+    return p;
+}
 
 /* The state of one run: inputs set by the caller, outputs set by vm_exec. */
 typedef struct vm_run {
@@ -115,6 +130,8 @@ typedef struct vm_run {
                                      callbacks share the run's budget */
     int cur_depth;                /* call depth at the current helper call */
     void *py_exc;                 /* owned reference to the exception a Python helper raised */
+    const struct vm_prog *tail_target;  /* the program a tail call jumps to */
+    uint32_t tail_call_cnt;       /* tail calls taken in this run (at most 33) */
 } vm_run;
 
 /* ---- small pieces the Cython loop calls; all inline, all nogil ---------- */
@@ -215,6 +232,8 @@ static int vm_access_maps_ok(const vm_run *run, uint64_t addr, uint64_t size, in
         return 0;
     for (i = 0; i < run->prog->nmaps; i++) {
         ubpf_map *m = run->prog->maps[i];
+        if (m->map_type == VM_MAP_PROG_ARRAY)
+            continue;          /* program pointers */
         if (m->inner_maps) {
             vm_inner_query q = {addr, size, write, -1};
             m->ops->for_each(m, 0, vm_inner_access, &q);
@@ -264,7 +283,9 @@ static inline ubpf_map *vm_map_arg(const vm_run *run, uint64_t ptr) {
         return NULL;
     for (i = 0; i < run->prog->nmaps; i++)
         if ((uint64_t)(uintptr_t)run->prog->maps[i] == ptr)
-            return run->prog->maps[i];
+            /* a PROG_ARRAY is only bpf_tail_call's (the kernel's verifier
+             * refuses it to the other map helpers) */
+            return run->prog->maps[i]->map_type == VM_MAP_PROG_ARRAY ? NULL : run->prog->maps[i];
     return vm_inner_map_arg(run, ptr);
 }
 

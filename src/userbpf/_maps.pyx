@@ -57,7 +57,7 @@ include "maps/helpers.pxi"
 _HASH, _ARRAY, _PERCPU_HASH, _PERCPU_ARRAY = 1, 2, 5, 6
 _QUEUE, _STACK, _RINGBUF, _BLOOM_FILTER = 22, 23, 27, 30
 _LPM_TRIE = 11
-_PERF_EVENT_ARRAY = 4
+_PROG_ARRAY, _PERF_EVENT_ARRAY = 3, 4
 _ARRAY_OF_MAPS, _HASH_OF_MAPS = 12, 13
 _LRU_HASH, _LRU_PERCPU_HASH = 9, 10
 
@@ -147,6 +147,13 @@ cdef class MapCore:
                 if not seed:
                     seed = int.from_bytes(_os.urandom(8), "little") | 1
                 hash_init(m, False, seed)
+        elif map_type == _PROG_ARRAY:
+            # values are the target programs' vm_prog pointers, set by
+            # userbpf.kernel; only bpf_tail_call reads them (vm.h keeps them
+            # out of the run's memory and away from the map helpers)
+            if value_size != 8:
+                raise ValueError("a PROG_ARRAY's C storage holds 8-byte program pointers")
+            array_init(m, False)
         else:
             raise NotImplementedError(f"map type {map_type} has no C storage yet")
 

@@ -12,7 +12,7 @@ from cpython.pycapsule cimport (PyCapsule_GetContext, PyCapsule_GetPointer,
                                 PyCapsule_IsValid, PyCapsule_New, PyCapsule_SetContext)
 from cpython.ref cimport Py_DECREF, Py_INCREF, PyObject
 from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
-from libc.errno cimport EINVAL, ENOMEM
+from libc.errno cimport EINVAL, ENOENT, ENOMEM
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
 
@@ -40,6 +40,7 @@ STATUS_ERR_HELPER = VM_STATUS_ERR_HELPER
 STATUS_ERR_PYTHON = VM_STATUS_ERR_PYTHON
 STATUS_ERR_INVALID = VM_STATUS_ERR_INVALID
 STATUS_ERR_MAP_ARG = VM_STATUS_ERR_MAP_ARG
+STATUS_ERR_TAIL_CALL = VM_STATUS_ERR_TAIL_CALL
 INSN_RECORD = "<BBBBiq"         # struct vm_insn, as program.py packs it
 INSN_RECORD_SIZE = sizeof(vm_insn)
 STACK_BYTES = VM_STACK_BYTES
@@ -50,6 +51,7 @@ cdef struct vm_frame:
     uint64_t saved[4]        # r6-r9 of the caller
     uint64_t fp              # the caller's r10
     uint32_t ret             # decoded index to return to
+    const vm_prog *prog      # the caller's program (a tail call may replace the callee's)
 
 
 # classic BPF's negative LD_ABS/LD_IND offsets (linux/filter.h)
@@ -87,11 +89,28 @@ cdef inline void _fault(vm_run *run, int status, uint32_t pc, uint64_t addr,
 
 
 cdef uint64_t vm_exec(const vm_prog *prog, vm_run *run) noexcept nogil:
-    """Run a program from its first instruction: r1, r2 from the run."""
+    """Run a program from its first instruction: r1, r2 from the run.
+
+    A successful bpf_tail_call ends the current program's frame with
+    VM_STATUS_TAIL_CALL; the target then starts here, on the same stack
+    with r1 (and r2) as at entry, sharing the run's budget and count, as
+    the kernel's tail call replaces the program without returning."""
+    cdef uint64_t r0
     run.status = VM_STATUS_OK
     run.err_pc = VM_NO_PC
     run.insn_count = 0
-    return vm_exec_at(prog, run, 0, run.r1, run.r2, 0, 0, 0, 0)
+    run.tail_call_cnt = 0
+    run.tail_target = NULL
+    run.prog = prog
+    r0 = vm_exec_at(prog, run, 0, run.r1, run.r2, 0, 0, 0, 0)
+    while run.status == VM_STATUS_TAIL_CALL:
+        prog = run.tail_target
+        run.prog = prog             # the target's maps and helpers from now on
+        run.tail_target = NULL
+        run.status = VM_STATUS_OK
+        run.err_pc = VM_NO_PC
+        r0 = vm_exec_at(prog, run, 0, run.r1, run.r2, 0, 0, 0, 0)
+    return r0
 
 
 cdef uint64_t vm_exec_at(const vm_prog *prog, vm_run *run, uint32_t entry, uint64_t r1,
@@ -559,6 +578,21 @@ cdef uint64_t vm_exec_at(const vm_prog *prog, vm_run *run, uint32_t entry, uint6
             reg[0] = h.fn(reg[1], reg[2], reg[3], reg[4], reg[5], run, h.data)
             count = run.insn_count - _pc(ins, insns) - 1
             if run.status != VM_STATUS_OK:
+                if run.status == VM_STATUS_TAIL_CALL and depth > base:
+                    # bpf_tail_call in a subprogram: the target replaces it
+                    # in its frame, and its exit returns to the subprogram's
+                    # caller (as the kernel's JIT does)
+                    count += _pc(ins, insns) + 1        # rebased on the target's index 0
+                    prog = run.tail_target
+                    run.prog = prog
+                    run.tail_target = NULL
+                    run.status = VM_STATUS_OK
+                    insns = prog.insns
+                    ins = insns
+                    loops[depth] = VM_MAX_LOOPS
+                    continue
+                if run.status == VM_STATUS_TAIL_CALL and base != 0:
+                    run.status = VM_STATUS_ERR_TAIL_CALL      # from a callback's own frame
                 if run.err_pc == VM_NO_PC:       # not a fault inside a callback
                     run.err_pc = _pc(ins, insns)
                 break
@@ -576,6 +610,18 @@ cdef uint64_t vm_exec_at(const vm_prog *prog, vm_run *run, uint32_t entry, uint6
             reg[0] = h.fn(reg[1], reg[2], reg[3], reg[4], reg[5], run, h.data)
             count = run.insn_count - _pc(ins, insns) - 1
             if run.status != VM_STATUS_OK:
+                if run.status == VM_STATUS_TAIL_CALL and depth > base:
+                    count += _pc(ins, insns) + 1        # as for `call`, above
+                    prog = run.tail_target
+                    run.prog = prog
+                    run.tail_target = NULL
+                    run.status = VM_STATUS_OK
+                    insns = prog.insns
+                    ins = insns
+                    loops[depth] = VM_MAX_LOOPS
+                    continue
+                if run.status == VM_STATUS_TAIL_CALL and base != 0:
+                    run.status = VM_STATUS_ERR_TAIL_CALL
                 if run.err_pc == VM_NO_PC:
                     run.err_pc = _pc(ins, insns)
                 break
@@ -589,6 +635,7 @@ cdef uint64_t vm_exec_at(const vm_prog *prog, vm_run *run, uint32_t entry, uint6
             frames[depth].saved[3] = reg[9]
             frames[depth].fp = reg[10]
             frames[depth].ret = _pc(ins, insns) + 1
+            frames[depth].prog = prog
             depth += 1
             loops[depth] = VM_MAX_LOOPS
             reg[10] = stack_top - <uint64_t>depth * UBPF_STACK_SIZE
@@ -607,6 +654,18 @@ cdef uint64_t vm_exec_at(const vm_prog *prog, vm_run *run, uint32_t entry, uint6
             reg[8] = frames[depth].saved[2]
             reg[9] = frames[depth].saved[3]
             reg[10] = frames[depth].fp
+            if frames[depth].prog != prog:
+                # back from a program a subprogram tail-called: the caller's code
+                a = <uint64_t>_pc(ins, insns) + 1
+                if count + a > budget:
+                    _fault(run, VM_STATUS_ERR_BUDGET, _pc(ins, insns), 0, 0, 0)
+                    break
+                count += a - <uint64_t>frames[depth].ret
+                prog = frames[depth].prog
+                run.prog = prog
+                insns = prog.insns
+                ins = insns + frames[depth].ret
+                continue
             if _take(&ins, insns, <int32_t>frames[depth].ret, &count, budget):
                 _fault(run, VM_STATUS_ERR_BUDGET, _pc(ins, insns), 0, 0, 0)
                 break
@@ -943,6 +1002,46 @@ cdef uint64_t _helper_for_each_map_elem(uint64_t r1, uint64_t r2, uint64_t r3, u
     return <uint64_t>n
 
 
+# ---- bpf_tail_call (12) -----------------------------------------------------
+
+cdef uint64_t _helper_tail_call(uint64_t r1, uint64_t r2, uint64_t r3, uint64_t r4,
+                                uint64_t r5, vm_run *run, void *data) noexcept nogil:
+    """long bpf_tail_call(ctx, prog_array_map, index): jump to the program in
+    slot ``index``; it does not return. It fails (the caller goes on with
+    the next instruction) when index >= max_entries, after 33 tail calls in
+    the run, or when the slot is empty. A call to an empty slot does not
+    count toward the 33, as with the live kernel's JIT (x86-64, Linux 6.18;
+    its interpreter counts it). Verified programs cannot read r0 after the
+    call (RET_VOID); userbpf leaves -ENOENT there on failure."""
+    cdef ubpf_map *m = NULL
+    cdef uint32_t i
+    cdef uint32_t index = <uint32_t>r3          # the kernel reads a u32 index
+    cdef void *slot
+    cdef const vm_prog *target
+    for i in range(run.prog.nmaps):
+        if <uint64_t>run.prog.maps[i] == r2:
+            m = run.prog.maps[i]
+            break
+    if m == NULL or m.map_type != VM_MAP_PROG_ARRAY:
+        run.status = VM_STATUS_ERR_MAP_ARG
+        run.err_addr = r2
+        return 0
+    if index >= m.max_entries:
+        return <uint64_t>-ENOENT
+    if run.tail_call_cnt >= UBPF_MAX_TAIL_CALL_CNT:
+        return <uint64_t>-ENOENT
+    slot = m.ops.lookup(m, &index, run.cpu)
+    if slot == NULL:
+        return <uint64_t>-ENOENT
+    target = vm_prog_slot(slot)
+    if target == NULL:
+        return <uint64_t>-ENOENT
+    run.tail_call_cnt += 1
+    run.tail_target = target
+    run.status = VM_STATUS_TAIL_CALL
+    return 0
+
+
 cdef object _capsule(vm_helper_fn fn):
     return PyCapsule_New(<void *>fn, _CAPSULE_NAME, NULL)
 
@@ -956,6 +1055,7 @@ C_HELPERS = {
     5: _capsule(_helper_ktime_get_ns),
     7: _capsule(_helper_get_prandom_u32),
     8: _capsule(_helper_get_smp_processor_id),
+    12: _capsule(_helper_tail_call),
     164: _capsule(_helper_for_each_map_elem),
 }
 C_HELPERS.update(GENERAL_HELPERS)
@@ -1004,6 +1104,7 @@ cdef class VMProgram:
         self.prog.nhelpers = 0
         self.prog.maps = NULL
         self.prog.nmaps = 0
+        self.prog.owner = <void *>self
 
     def __init__(self, bytes records, orig_pc, helpers, fault, uint64_t budget=0, maps=()):
         cdef Py_ssize_t n = len(records) // sizeof(vm_insn)
@@ -1098,8 +1199,10 @@ cdef class VMProgram:
         # rest are found by vm_access_ok's slow path.
         for i in range(self.prog.nmaps):
             m = self.prog.maps[i]
-            # a map of maps' values are map pointers, never program memory
-            if m.region != NULL and not m.inner_maps and run.nregions < VM_MAX_REGIONS:
+            # a map of maps' (a PROG_ARRAY's) values are map (program)
+            # pointers, never program memory
+            if m.region != NULL and not m.inner_maps and m.map_type != VM_MAP_PROG_ARRAY \
+                    and run.nregions < VM_MAX_REGIONS:
                 run.regions[run.nregions].start = <uint64_t>m.region
                 run.regions[run.nregions].len = m.region_len
                 run.regions[run.nregions].writable = m.region_writable
@@ -1108,14 +1211,20 @@ cdef class VMProgram:
 
     cdef object _finish(self, vm_run *run):
         cdef object exc = None
+        cdef object faulted = self
         self.insn_count = run.insn_count
         if run.py_exc != NULL:
             exc = <object>run.py_exc
             Py_DECREF(exc)
             run.py_exc = NULL
         if run.status > VM_STATUS_STOP:
-            raise self.fault(run.status, self.prog.orig_pc[run.err_pc], run.err_addr,
-                             run.err_size, bool(run.err_write), exc)
+            # run.prog: the program that faulted (a tail call's target, which
+            # its PROG_ARRAY slot or the retired list keeps alive)
+            if run.prog != NULL and run.prog.owner != NULL:
+                faulted = <object>run.prog.owner
+            raise (<VMProgram>faulted).fault(run.status, run.prog.orig_pc[run.err_pc],
+                                             run.err_addr, run.err_size, bool(run.err_write),
+                                             exc)
         return None
 
     def run(self, mem=None, *, uint32_t cpu=0):
@@ -1176,6 +1285,11 @@ cdef class VMProgram:
                 PyBuffer_Release(&view)
         ns = (t1.tv_sec - t0.tv_sec) * 1000000000 + (t1.tv_nsec - t0.tv_nsec)
         return r0, ns, run.insn_count
+
+    @property
+    def prog_address(self):
+        """The ``vm_prog *`` a PROG_ARRAY slot holds for bpf_tail_call."""
+        return <size_t>&self.prog
 
     def __len__(self):
         return self.prog.ninsns

@@ -268,6 +268,12 @@ class Program:
         self._vm.budget = value
 
     @property
+    def vm_prog_address(self) -> int:
+        """The address of the C program (``vm_prog *``) that PROG_ARRAY slots
+        hold for bpf_tail_call; valid while this object lives."""
+        return self._vm.prog_address
+
+    @property
     def insn_count(self) -> int:
         """Instructions the last run executed (``lddw`` counts once)."""
         return self._vm.insn_count
@@ -318,6 +324,9 @@ class Program:
         if status == _vm.STATUS_ERR_MAP_ARG:
             return HelperError(f"map helper called with r1={addr:#x}, which is not a map "
                                "this program references", pc, text)
+        if status == _vm.STATUS_ERR_TAIL_CALL:
+            return HelperError("bpf_tail_call in a callback (bpf_loop, "
+                               "bpf_for_each_map_elem...) is not supported yet", pc, text)
         if status == _vm.STATUS_ERR_PYTHON:
             if not isinstance(exc, Exception):      # KeyboardInterrupt, SystemExit: as they are
                 return exc

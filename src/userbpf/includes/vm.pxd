@@ -20,6 +20,7 @@ cdef extern from "userbpf/vm.h" nogil:
         int writable
 
     enum:
+        VM_MAP_PROG_ARRAY
         VM_OP_BYTE_MAX
         VM_MAX_REGIONS
         VM_STACK_BYTES
@@ -42,6 +43,8 @@ cdef extern from "userbpf/vm.h" nogil:
         VM_STATUS_ERR_PYTHON
         VM_STATUS_ERR_INVALID
         VM_STATUS_ERR_MAP_ARG
+        VM_STATUS_TAIL_CALL
+        VM_STATUS_ERR_TAIL_CALL
 
     ctypedef struct vm_prog
 
@@ -64,6 +67,8 @@ cdef extern from "userbpf/vm.h" nogil:
         uint64_t insn_count
         int cur_depth
         void *py_exc
+        const vm_prog *tail_target
+        uint32_t tail_call_cnt
 
     ctypedef uint64_t (*vm_helper_fn)(uint64_t, uint64_t, uint64_t, uint64_t, uint64_t,
                                       vm_run *, void *) noexcept nogil
@@ -81,7 +86,9 @@ cdef extern from "userbpf/vm.h" nogil:
         uint32_t nhelpers
         ubpf_map **maps
         uint32_t nmaps
+        void *owner
 
+    const vm_prog *vm_prog_slot(const void *slot)
     uint64_t vm_le16(uint64_t)
     uint64_t vm_le32(uint64_t)
     uint64_t vm_le64(uint64_t)

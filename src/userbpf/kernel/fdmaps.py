@@ -6,7 +6,8 @@ User space stores an fd; the map keeps a reference to the object behind it
 returns the object's id, as the kernel's ``map_fd_sys_lookup_elem`` does.
 
 Programs look maps of maps up through their C storage and get the inner
-map itself (PROG_ARRAY's tail calls come with programs).
+map itself; a PROG_ARRAY's C storage holds the programs' ``vm_prog``
+pointers, which bpf_tail_call jumps to.
 """
 from __future__ import annotations
 
@@ -21,7 +22,11 @@ from .objects import BpfObject
 
 BPF_ANY, BPF_NOEXIST, BPF_EXIST = 0, 1, 2
 BPF_F_INNER_MAP = 1 << 12
+BPF_F_XDP_HAS_FRAGS = 1 << 5
 _U32 = struct.Struct("<I")
+# what freed fd maps held (their C storage, inner maps, programs) while runs
+# were in flight: dropped at the next fd-map change with no run in flight
+_grave: list = []
 _U64 = struct.Struct("<Q")
 
 # Types the kernel refuses as inner maps (no map_meta_equal): -ENOTSUPP
@@ -53,11 +58,13 @@ class FdSlots:
 
     Maps of maps also keep C storage (``ptrs``: an ARRAY_OF_MAPS or
     HASH_OF_MAPS MapCore whose values are the inner maps' ``ubpf_map``
-    pointers), which is what programs look up; flags, "full" and
+    pointers; for a PROG_ARRAY the programs' ``vm_prog`` pointers), which
+    is what programs look up; flags, "full" and
     get_next_key order of a hash of maps are that C hash table's own.
-    Inner maps taken out stay allocated (``retired``) while program runs are
-    in flight in other threads, so a program that still holds one never
-    touches freed memory (the kernel defers the free with RCU).
+    Inner maps and programs taken out stay allocated (``retired``) while
+    program runs are in flight in other threads, so a program that still
+    holds one (or a run that tail-called into one) never touches freed
+    memory (the kernel defers the free with RCU).
     """
 
     def __init__(self, attr: dict, ncpus: int, get_object: Callable[[int], BpfObject],
@@ -67,10 +74,12 @@ class FdSlots:
         self.get_object = get_object       # fd -> object (EBADF / EINVAL), no new ref
         self.objects: Dict[bytes, BpfObject] = {}
         self.retired: list = []
+        self.owner: Optional[tuple] = None     # PROG_ARRAY: the programs' kind, once set
         t = attr["map_type"]
         self.is_hash = t == MapType.HASH_OF_MAPS
         self.ptrs = _maps.MapCore(t, attr["key_size"], 8, attr["max_entries"],
-                                  attr["map_flags"], ncpus) if t in OF_MAPS else None
+                                  attr["map_flags"], ncpus) \
+            if t in OF_MAPS or t == MapType.PROG_ARRAY else None
 
     # -- resolving what user space stores ------------------------------------
     def _object_for(self, value: bytes) -> BpfObject:
@@ -81,15 +90,31 @@ class FdSlots:
         if self.attr["map_type"] == MapType.PROG_ARRAY:
             if obj.kind != "prog":
                 raise bpf_error(errno.EINVAL, f"fd {fd} is not a program")
+            if not self.compatible(obj.prog_type, obj.prog_flags):
+                raise bpf_error(errno.EINVAL, f"program fd {fd} is not of the type this "
+                                              "PROG_ARRAY holds")
         elif obj.kind != "map" or not meta_equal(self.meta, obj):
             raise bpf_error(errno.EINVAL, f"fd {fd} is not a map matching the inner map "
                                           "template")
         return obj
 
+    def compatible(self, prog_type: int, prog_flags: int) -> bool:
+        """__bpf_prog_map_compatible: the first program stored in a PROG_ARRAY
+        or loaded referencing it makes the map its type's (for good: the
+        owner outlives that program); programs of another type (or XDP with
+        another BPF_F_XDP_HAS_FRAGS) are refused since tail calls between
+        them would see the wrong context."""
+        kind = (prog_type, bool(prog_flags & BPF_F_XDP_HAS_FRAGS))
+        if self.owner is None:
+            self.owner = kind
+        return self.owner == kind
+
     def _index(self, key: bytes) -> int:
         return _U32.unpack(key)[0]
 
     def _pointer(self, obj) -> bytes:
+        if obj.kind == "prog":
+            return _U64.pack(obj.program.vm_prog_address)
         core = getattr(obj, "core", None)
         return _U64.pack(core.address if core is not None else 0)
 
@@ -106,9 +131,12 @@ class FdSlots:
         if old is not None:
             if getattr(old, "core", None) is not None:
                 self.retired.append(old.core)
+            if getattr(old, "program", None) is not None:
+                self.retired.append(old.program)      # its vm_prog, its maps
             old.put()
-        if self.retired and _vm.runs_in_flight() == 0:
+        if (self.retired or _grave) and _vm.runs_in_flight() == 0:
             self.retired = []           # the grace period is over: no run holds them
+            _grave.clear()
 
     # -- the element commands ---------------------------------------------------
     def update(self, key: bytes, value: bytes, flags: int) -> None:
@@ -159,6 +187,15 @@ class FdSlots:
     def clear(self) -> None:
         """The map is freed: drop every reference it holds."""
         objs, self.objects = list(self.objects.values()), {}
+        if _vm.runs_in_flight():
+            # a run in another thread may still be in a program (or an inner
+            # map) this map held: keep them, as the kernel's RCU would
+            _grave.extend(self.retired)
+            _grave.append(self.ptrs)
+            _grave.extend(getattr(obj, "core", None) or getattr(obj, "program", None)
+                          for obj in objs)
+        else:
+            _grave.clear()
         for obj in objs:
             obj.put()
         self.ptrs = None

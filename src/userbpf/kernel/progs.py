@@ -463,6 +463,12 @@ def load(kernel, a: dict, obj_id_alloc) -> Tuple[BpfProg, VerifierLog]:
         err = bpf_error(errno.ENOSPC, "the verifier log does not fit in log_size")
         err.log, err.log_true_size = log.text, log.true_size
         raise err
+    for m in used:
+        # bpf_check_tail_call, after the verifier: the log is complete
+        if m.map_type == MapType.PROG_ARRAY and not m.slots.compatible(prog_type, flags):
+            err = bpf_error(errno.EINVAL, f"map {m.id} is a PROG_ARRAY of another program type")
+            err.log, err.log_true_size = log.text, log.true_size
+            raise err
     prog = BpfProg(obj_id_alloc(), prog_type, attach, insns, name, lic, used, program,
                    flags, a["kern_version"], log.text, checked)
     prog._map_at = at
