@@ -827,51 +827,9 @@ def test_task_helpers_against_the_kernel(host):
 
 # ---- bpf_loop against the kernel: callbacks need BTF func_info -----------------------
 
-def _btf_funcs(n):
-    """A minimal BTF blob: int, one "int f(void)" prototype and n static
-    functions f0..f(n-1) of it (what the kernel's func_info entries name)."""
-    names = b"\0int\0" + b"".join(b"f%d\0" % i for i in range(n))
-    INT, FUNC, FUNC_PROTO = 1, 12, 13
-    types = struct.pack("<IIII", 1, INT << 24, 4, (1 << 24) | 32)        # signed 32-bit
-    types += struct.pack("<III", 0, FUNC_PROTO << 24, 1)                 # returns type 1
-    off = 5
-    for i in range(n):
-        types += struct.pack("<III", off, FUNC << 24, 2)                 # static, proto 2
-        off += len(b"f%d\0" % i)
-    hdr = struct.pack("<HBBIIIII", 0xEB9F, 1, 0, 24, 0, len(types), len(types), len(names))
-    return hdr + types + names
-
-
 def kernel_load_with_funcs(host, insns):
-    """PROG_LOAD an XDP program whose subprograms (the targets of its
-    ``func[...]`` loads) get BTF func_info, as the kernel wants for callbacks."""
-    import ctypes
-    from userbpf import abi, isa
-    from userbpf.uapi import Cmd
-
-    class BtfLoadAttr(ctypes.Structure):
-        _fields_ = [("btf", ctypes.c_uint64), ("btf_log_buf", ctypes.c_uint64),
-                    ("btf_size", ctypes.c_uint32), ("btf_log_size", ctypes.c_uint32),
-                    ("btf_log_level", ctypes.c_uint32)]
-
-    starts = sorted({0} | {pc + x.imm + 1 for pc, x in enumerate(insns)
-                           if x.code == 0x18 and x.src == isa.BPF_PSEUDO_FUNC})
-    blob = _btf_funcs(len(starts))
-    bbuf = ctypes.create_string_buffer(blob, len(blob))
-    btf_fd = host.sys_bpf(Cmd.BTF_LOAD, BtfLoadAttr(btf=ctypes.addressof(bbuf), btf_size=len(blob)))
-    try:
-        info = (ctypes.c_uint32 * (2 * len(starts)))(
-            *[v for i, s in enumerate(starts) for v in (s, 3 + i)])
-        code = isa.encode(insns)
-        cbuf = ctypes.create_string_buffer(code, len(code))
-        lic = ctypes.create_string_buffer(b"GPL")
-        attr = abi.ProgLoadAttr(prog_type=XDP, insn_cnt=len(code) // 8,
-                                insns=ctypes.addressof(cbuf), license=ctypes.addressof(lic),
-                                prog_btf_fd=btf_fd, func_info_rec_size=8,
-                                func_info=ctypes.addressof(info), func_info_cnt=len(starts))
-        return host.HostProg(host.sys_bpf(Cmd.PROG_LOAD, attr), XDP)
-    finally:
-        os.close(btf_fd)
+    """An XDP program whose callbacks get BTF func_info, as the kernel wants."""
+    return host.prog_load_with_funcs(insns, XDP)
 
 
 # r0 -> packet[0:8], ctx -> packet[8:16]; the callback adds index + 1 to ctx

@@ -25,6 +25,7 @@ import errno as _errno
 import functools
 import os
 import platform
+import struct
 from typing import Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 from . import abi
@@ -33,7 +34,7 @@ from .uapi import Cmd, MapType, ProgType
 __all__ = [
     "Cmd", "MapType", "ProgType", "HostError", "HostProg", "HostMap", "TestRun",
     "available", "why_unavailable", "sys_bpf", "prog_load", "map_create", "test_run",
-    "obj_pin", "obj_get", "possible_cpus", "is_percpu", "BPF_ANY", "BPF_NOEXIST",
+    "obj_pin", "obj_get", "possible_cpus", "prog_load_with_funcs", "is_percpu", "BPF_ANY", "BPF_NOEXIST",
     "BPF_EXIST", "BPF_F_LOCK", "BPF_F_RDONLY", "BPF_F_WRONLY", "BPF_F_NO_PREALLOC",
 ]
 
@@ -568,3 +569,54 @@ def obj_get(path: Union[str, bytes, os.PathLike], file_flags: int = 0) -> int:
     """BPF_OBJ_GET: a new fd for the object pinned at ``path``."""
     p = ctypes.create_string_buffer(os.fsencode(path))
     return sys_bpf(Cmd.OBJ_GET, ObjAttr(pathname=ctypes.addressof(p), file_flags=file_flags))
+
+
+# --- programs with subprograms: the kernel wants BTF func_info for them -------
+
+class BtfLoadAttr(ctypes.Structure):
+    """BPF_BTF_LOAD."""
+    _fields_ = [("btf", ctypes.c_uint64), ("btf_log_buf", ctypes.c_uint64),
+                ("btf_size", ctypes.c_uint32), ("btf_log_size", ctypes.c_uint32),
+                ("btf_log_level", ctypes.c_uint32)]
+
+
+def _btf_funcs(n: int) -> bytes:
+    """A minimal BTF blob: int, one ``int f(void)`` prototype and n static
+    functions f0..f(n-1) of it (what func_info entries name)."""
+    names = b"\0int\0" + b"".join(b"f%d\0" % i for i in range(n))
+    INT, FUNC, FUNC_PROTO = 1, 12, 13
+    types = struct.pack("<IIII", 1, INT << 24, 4, (1 << 24) | 32)        # signed 32-bit
+    types += struct.pack("<III", 0, FUNC_PROTO << 24, 1)                 # returns type 1
+    off = 5
+    for i in range(n):
+        types += struct.pack("<III", off, FUNC << 24, 2)                 # static, proto 2
+        off += len(b"f%d\0" % i)
+    hdr = struct.pack("<HBBIIIII", 0xEB9F, 1, 0, 24, 0, len(types), len(types), len(names))
+    return hdr + types + names
+
+
+def prog_load_with_funcs(insns, prog_type: int, license: str = "GPL") -> HostProg:
+    """PROG_LOAD with a BTF func_info entry per subprogram (the targets of
+    ``call pc+off`` and of ``lddw func[...]``), which the kernel needs for
+    callbacks (bpf_loop, for_each_map_elem) and for tail calls from subprograms."""
+    from . import isa
+    insns = list(insns)
+    starts = sorted({0} | {pc + x.imm + 1 for pc, x in enumerate(insns)
+                           if (x.code == 0x85 and x.src == isa.BPF_PSEUDO_CALL)
+                           or (x.code == 0x18 and x.src == isa.BPF_PSEUDO_FUNC)})
+    blob = _btf_funcs(len(starts))
+    bbuf = ctypes.create_string_buffer(blob, len(blob))
+    btf_fd = sys_bpf(Cmd.BTF_LOAD, BtfLoadAttr(btf=ctypes.addressof(bbuf), btf_size=len(blob)))
+    try:
+        info = (ctypes.c_uint32 * (2 * len(starts)))(
+            *[v for i, s in enumerate(starts) for v in (s, 3 + i)])
+        code = isa.encode(insns)
+        cbuf = ctypes.create_string_buffer(code, len(code))
+        lic = ctypes.create_string_buffer(license.encode())
+        attr = ProgLoadAttr(prog_type=prog_type, insn_cnt=len(code) // 8,
+                            insns=ctypes.addressof(cbuf), license=ctypes.addressof(lic),
+                            prog_btf_fd=btf_fd, func_info_rec_size=8,
+                            func_info=ctypes.addressof(info), func_info_cnt=len(starts))
+        return HostProg(sys_bpf(Cmd.PROG_LOAD, attr), prog_type)
+    finally:
+        os.close(btf_fd)

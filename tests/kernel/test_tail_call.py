@@ -370,52 +370,9 @@ def test_the_owner_type_matches_the_kernel(first_stores):
 
 # ---- tail calls from subprograms in the live kernel: they need BTF func_info --
 
-def _btf_funcs(n: int) -> bytes:
-    """BTF: int, an ``int f(void)`` prototype and n static functions of it."""
-    names = b"\0int\0" + b"".join(b"f%d\0" % i for i in range(n))
-    INT, FUNC, FUNC_PROTO = 1, 12, 13
-    types = struct.pack("<IIII", 1, INT << 24, 4, (1 << 24) | 32)
-    types += struct.pack("<III", 0, FUNC_PROTO << 24, 1)
-    off = 5
-    for i in range(n):
-        types += struct.pack("<III", off, FUNC << 24, 2)
-        off += len(b"f%d\0" % i)
-    hdr = struct.pack("<HBBIIIII", 0xEB9F, 1, 0, 24, 0, len(types), len(types), len(names))
-    return hdr + types + names
-
-
 def _host_load_with_subprogs(insns, prog_type=ProgType.SOCKET_FILTER):
     """PROG_LOAD with a func_info entry per subprogram (``call pc+off`` targets)."""
-    import ctypes
-    import os
-
-    from userbpf import abi
-    from userbpf.uapi import Cmd
-
-    class BtfLoadAttr(ctypes.Structure):
-        _fields_ = [("btf", ctypes.c_uint64), ("btf_log_buf", ctypes.c_uint64),
-                    ("btf_size", ctypes.c_uint32), ("btf_log_size", ctypes.c_uint32),
-                    ("btf_log_level", ctypes.c_uint32)]
-
-    starts = sorted({0} | {pc + x.imm + 1 for pc, x in enumerate(insns)
-                           if x.code == 0x85 and x.src == isa.BPF_PSEUDO_CALL})
-    blob = _btf_funcs(len(starts))
-    bbuf = ctypes.create_string_buffer(blob, len(blob))
-    btf_fd = hostbpf.sys_bpf(Cmd.BTF_LOAD, BtfLoadAttr(btf=ctypes.addressof(bbuf),
-                                                       btf_size=len(blob)))
-    try:
-        info = (ctypes.c_uint32 * (2 * len(starts)))(
-            *[v for i, s in enumerate(starts) for v in (s, 3 + i)])
-        code = isa.encode(insns)
-        cbuf = ctypes.create_string_buffer(code, len(code))
-        lic = ctypes.create_string_buffer(b"GPL")
-        attr = abi.ProgLoadAttr(prog_type=prog_type, insn_cnt=len(code) // 8,
-                                insns=ctypes.addressof(cbuf), license=ctypes.addressof(lic),
-                                prog_btf_fd=btf_fd, func_info_rec_size=8,
-                                func_info=ctypes.addressof(info), func_info_cnt=len(starts))
-        return hostbpf.HostProg(hostbpf.sys_bpf(Cmd.PROG_LOAD, attr), prog_type)
-    finally:
-        os.close(btf_fd)
+    return hostbpf.prog_load_with_funcs(insns, prog_type)
 
 
 @pytest.mark.kernel
