@@ -45,15 +45,10 @@ SYSCALL_NR = {"x86_64": 321, "amd64": 321, "aarch64": 280, "arm64": 280}
 # Cmd, MapType and ProgType are the kernel's enums from userbpf.uapi.
 
 # Update flags and map_flags (linux/bpf.h).
-BPF_ANY, BPF_NOEXIST, BPF_EXIST, BPF_F_LOCK = 0, 1, 2, 4
-BPF_F_NO_PREALLOC, BPF_F_NO_COMMON_LRU, BPF_F_NUMA_NODE = 1 << 0, 1 << 1, 1 << 2
-BPF_F_RDONLY, BPF_F_WRONLY = 1 << 3, 1 << 4
-BPF_F_RDONLY_PROG, BPF_F_WRONLY_PROG = 1 << 7, 1 << 8
-BPF_OBJ_NAME_LEN = 16
+from .uapi import (BPF_ANY, BPF_EXIST, BPF_F_LOCK, BPF_F_NO_PREALLOC,  # noqa: E402
+                   BPF_F_RDONLY, BPF_F_WRONLY, BPF_NOEXIST, BPF_OBJ_NAME_LEN,
+                   PERCPU_MAP_TYPES as PERCPU_TYPES)
 
-# Value buffers of these types hold one round_up(value_size, 8) slot per possible CPU.
-PERCPU_TYPES = frozenset({MapType.PERCPU_HASH, MapType.PERCPU_ARRAY,
-                          MapType.LRU_PERCPU_HASH, MapType.PERCPU_CGROUP_STORAGE})
 
 
 # --- union bpf_attr pieces: the kernel's layout, shared with userbpf.abi ------

@@ -19,12 +19,10 @@ import errno
 from typing import Any, Iterator, List, Optional, Union
 
 from .kernel import Kernel, default_kernel
-from .uapi import Cmd, MapType
+from .uapi import (BPF_ANY, BPF_F_MMAPABLE, BPF_F_RDONLY, BPF_F_WRONLY, PERCPU_MAP_TYPES,
+                   Cmd, MapType)
 
-PERCPU_TYPES = frozenset(int(t) for t in (MapType.PERCPU_HASH, MapType.PERCPU_ARRAY,
-                                          MapType.LRU_PERCPU_HASH,
-                                          MapType.PERCPU_CGROUP_STORAGE))
-BPF_ANY, BPF_NOEXIST, BPF_EXIST = 0, 1, 2
+PERCPU_TYPES = frozenset(int(t) for t in PERCPU_MAP_TYPES)   # plain ints: a hot-path test
 
 Convertible = Union[bytes, bytearray, memoryview, int, ctypes.Structure, ctypes.Array]
 
@@ -106,8 +104,8 @@ class Map:
         core = getattr(obj, "core", None) if getattr(obj, "slots", None) is None else None
         if not obj.attr["key_size"]:
             core = None
-        self._rcore = core if core is not None and not mode & 0x10 else None   # BPF_F_WRONLY
-        self._wcore = core if core is not None and not mode & 0x08 else None   # BPF_F_RDONLY
+        self._rcore = core if core is not None and not mode & BPF_F_WRONLY else None
+        self._wcore = core if core is not None and not mode & BPF_F_RDONLY else None
 
     def _fast(self, core):
         """The C storage if the fast path applies now, else None."""
@@ -231,7 +229,7 @@ class Map:
         obj = self.kernel.fds.get(self.fd)
         if self.map_type != MapType.ARRAY or obj.core is None:
             raise OSError(errno.ENODEV, "this map type cannot be mmapped")
-        if not self.map_flags & (1 << 10):                    # BPF_F_MMAPABLE
+        if not self.map_flags & BPF_F_MMAPABLE:
             raise OSError(errno.EINVAL, "the map was not created with BPF_F_MMAPABLE")
         if writable and obj.frozen:
             raise OSError(errno.EPERM, "a frozen map cannot be mapped writable")

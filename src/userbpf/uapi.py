@@ -128,6 +128,12 @@ class MapType(IntEnum):
 
 # --------------------------------------------------------------------------
 # enum bpf_prog_type
+# Map types whose values user space sees once per possible CPU, each slot
+# rounded up to 8 bytes (bpf_map_value_size).
+PERCPU_MAP_TYPES = frozenset({MapType.PERCPU_HASH, MapType.PERCPU_ARRAY,
+                              MapType.LRU_PERCPU_HASH, MapType.PERCPU_CGROUP_STORAGE})
+
+
 # --------------------------------------------------------------------------
 
 
@@ -830,6 +836,6 @@ __all__ = [
     "UpdateFlag", "MapFlag", "ProgFlag", "TestRunFlag", "FileFlag",
     "AttachFlag", "PerfEventFlag", "RingbufFlag", "RingbufQuery",
     "RingbufHeader", "XdpAction", "TcAction", "SkAction", "StatsType",
-    "StreamId", "HELPER_FLAGS", "COMMAND_FLAGS", "CONSTANTS",
+    "StreamId", "HELPER_FLAGS", "COMMAND_FLAGS", "CONSTANTS", "PERCPU_MAP_TYPES",
     *sorted(CONSTANTS),
 ]

@@ -22,7 +22,6 @@ from typing import List, NamedTuple, Optional, Sequence
 from ..uapi import Cmd, MapType
 from .errors import ENOTSUPP, bpf_error
 
-BPF_F_LOCK = 4
 _U32 = struct.Struct("<I")
 
 HASH_TYPES = frozenset({MapType.HASH, MapType.PERCPU_HASH, MapType.LRU_HASH,

@@ -20,9 +20,7 @@ from ..uapi import MapType
 from .errors import ENOTSUPP, bpf_error
 from .objects import BpfObject
 
-BPF_ANY, BPF_NOEXIST, BPF_EXIST = 0, 1, 2
-BPF_F_INNER_MAP = 1 << 12
-BPF_F_XDP_HAS_FRAGS = 1 << 5
+from ..uapi import BPF_ANY, BPF_F_INNER_MAP, BPF_F_XDP_HAS_FRAGS  # noqa: E402
 _U32 = struct.Struct("<I")
 # what freed fd maps held (their C storage, inner maps, programs) while runs
 # were in flight: dropped at the next fd-map change with no run in flight

@@ -13,27 +13,12 @@ from . import fdmaps
 from .errors import ENOTSUPP, bpf_error
 from .objects import BpfObject
 
-# map_flags (include/uapi/linux/bpf.h)
-BPF_F_NO_PREALLOC = 1 << 0
-BPF_F_NO_COMMON_LRU = 1 << 1
-BPF_F_NUMA_NODE = 1 << 2
-BPF_F_RDONLY = 1 << 3
-BPF_F_WRONLY = 1 << 4
-BPF_F_STACK_BUILD_ID = 1 << 5
-BPF_F_ZERO_SEED = 1 << 6
-BPF_F_RDONLY_PROG = 1 << 7
-BPF_F_WRONLY_PROG = 1 << 8
-BPF_F_CLONE = 1 << 9
-BPF_F_MMAPABLE = 1 << 10
-BPF_F_PRESERVE_ELEMS = 1 << 11
-BPF_F_INNER_MAP = 1 << 12
-BPF_F_LINK = 1 << 13
-BPF_F_PATH_FD = 1 << 14
-BPF_F_VTYPE_BTF_OBJ_FD = 1 << 15
-BPF_F_TOKEN_FD = 1 << 16
-BPF_F_SEGV_ON_FAULT = 1 << 17
-BPF_F_NO_USER_CONV = 1 << 18
-BPF_F_LOCK = 4
+# map_flags and update flags: the kernel's names, from userbpf.uapi
+from ..uapi import (BPF_F_INNER_MAP, BPF_F_LOCK, BPF_F_MMAPABLE,  # noqa: E402,F401
+                    BPF_F_NO_COMMON_LRU, BPF_F_NO_PREALLOC, BPF_F_NO_USER_CONV,
+                    BPF_F_NUMA_NODE, BPF_F_PRESERVE_ELEMS, BPF_F_RDONLY, BPF_F_RDONLY_PROG,
+                    BPF_F_SEGV_ON_FAULT, BPF_F_STACK_BUILD_ID, BPF_F_TOKEN_FD, BPF_F_WRONLY,
+                    BPF_F_WRONLY_PROG, BPF_F_ZERO_SEED)
 BPF_F_ACCESS_MASK = BPF_F_RDONLY | BPF_F_RDONLY_PROG | BPF_F_WRONLY | BPF_F_WRONLY_PROG
 ARRAY_CREATE_FLAG_MASK = (BPF_F_NUMA_NODE | BPF_F_MMAPABLE | BPF_F_ACCESS_MASK |
                           BPF_F_PRESERVE_ELEMS | BPF_F_INNER_MAP)
