@@ -204,9 +204,7 @@ cdef class MapCore:
     @property
     def sys_value_size(self):
         """Bytes of a value as user space sees it (all CPUs for per-CPU maps)."""
-        if self.map.map_type in (_PERCPU_HASH, _PERCPU_ARRAY, _LRU_PERCPU_HASH):
-            return ((self.map.value_size + 7) & ~7u) * self.map.ncpus
-        return self.map.value_size
+        return self._sys_value_size()
 
     # -- the bpf() operations: bytes in, bytes out; failures raise OSError --
     cdef bytes _key(self, key):

@@ -366,10 +366,7 @@ class BpfMap(BpfObject):
         return store.lookup(self._key(key), flags, value)
 
     def update(self, key, value: bytes, flags: int = 0) -> None:
-        store = self._store()
-        if store is self.slots:
-            return store.update(self._key(key), value, flags)
-        return store.update(self._key(key), value, flags)
+        self._store().update(self._key(key), value, flags)
 
     def delete(self, key) -> None:
         self._store().delete(self._key(key))
