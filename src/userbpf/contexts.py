@@ -130,46 +130,44 @@ def _align8(n: int) -> int:
 
 # --------------------------------------------------------------------------
 # The uapi structs.  A layout is written as (name, size[, count]) members in
-# order, each naturally aligned like C does; arrays become name[i] elements.
-# Unions are written with "|" members that restart at the union's offset.
+# order, each naturally aligned as C does; arrays become name[i] elements and
+# members named _pad are padding.  A union is a list of alternative members
+# (or of member lists) that all start at the same offset.
 # --------------------------------------------------------------------------
 
-def _layout(name: str, members: Sequence[tuple], size: Optional[int] = None) -> CtxStruct:
-    fields: List[Field] = []
-    off = 0
-    union_start = None
-    union_end = 0
+def _place(members: Sequence, off: int, fields: List[Field]) -> Tuple[int, int]:
+    """Lay ``members`` out from ``off``; returns (end offset, largest alignment)."""
     max_align = 1
     for m in members:
+        if isinstance(m, list):                 # a union of alternatives
+            start, end = off, off
+            for alt in m:
+                alt_members = alt if isinstance(alt, list) else [alt]
+                a_end, a_align = _place(alt_members, start, fields)
+                max_align = max(max_align, a_align)
+                end = max(end, a_end)
+            off = end
+            continue
         mname, msize = m[0], m[1]
         count = m[2] if len(m) > 2 else 0
-        if mname.startswith("|"):           # another member of the current union
-            mname = mname[1:]
-            if union_start is None:
-                union_start = fields[-1].off if fields else 0
-                union_end = off
-            off = union_start
-        elif union_start is not None:       # the union ended
-            off = max(off, union_end)
-            union_start = None
         align = min(msize, 8)
         max_align = max(max_align, align)
         off = (off + align - 1) // align * align
-        if count:
-            for i in range(count if not mname.startswith("_pad") else 0):
-                fields.append(Field(f"{mname}[{i}]", off + i * msize, msize))
-            off += count * msize
-        else:
-            if not mname.startswith("_pad"):
+        if not mname.startswith("_pad"):
+            if count:
+                fields.extend(Field(f"{mname}[{i}]", off + i * msize, msize) for i in range(count))
+            else:
                 fields.append(Field(mname, off, msize))
-            off += msize
-        if union_start is not None:
-            union_end = max(union_end, off)
-    if union_start is not None:
-        off = max(off, union_end)
-    total = (off + max_align - 1) // max_align * max_align
-    if size is not None:
-        assert size == total, (name, size, total)
+        off += msize * (count or 1)
+    return off, max_align
+
+
+def _layout(name: str, members: Sequence, size: Optional[int] = None) -> CtxStruct:
+    fields: List[Field] = []
+    end, max_align = _place(members, 0, fields)
+    total = (end + max_align - 1) // max_align * max_align
+    if size is not None and size != total:
+        raise AssertionError(f"struct {name}: sizeof {total}, expected {size}")
     return CtxStruct(name, total, tuple(fields), _align8(total) + 8 * N_PTR_SLOTS)
 
 
@@ -201,7 +199,98 @@ CGROUP_DEV_CTX = _layout("bpf_cgroup_dev_ctx", [
 
 SYSCTL = _layout("bpf_sysctl", [("write", U32), ("file_pos", U32)], size=8)
 
-STRUCTS: Dict[str, CtxStruct] = {s.name: s for s in (SK_BUFF, XDP_MD, CGROUP_DEV_CTX, SYSCTL)}
+BPF_SOCK = _layout("bpf_sock", [
+    ("bound_dev_if", U32), ("family", U32), ("type", U32), ("protocol", U32),
+    ("mark", U32), ("priority", U32), ("src_ip4", U32), ("src_ip6", U32, 4),
+    ("src_port", U32), ("dst_port", U16), ("_pad", U16), ("dst_ip4", U32),
+    ("dst_ip6", U32, 4), ("state", U32), ("rx_queue_mapping", U32),
+], size=80)
+
+SOCK_ADDR = _layout("bpf_sock_addr", [
+    ("user_family", U32), ("user_ip4", U32), ("user_ip6", U32, 4), ("user_port", U32),
+    ("family", U32), ("type", U32), ("protocol", U32), ("msg_src_ip4", U32),
+    ("msg_src_ip6", U32, 4), ("sk", U64),
+], size=72)
+
+SOCK_OPS = _layout("bpf_sock_ops", [
+    ("op", U32),
+    [("args", U32, 4), ("reply", U32), ("replylong", U32, 4)],
+    ("family", U32), ("remote_ip4", U32), ("local_ip4", U32), ("remote_ip6", U32, 4),
+    ("local_ip6", U32, 4), ("remote_port", U32), ("local_port", U32),
+    ("is_fullsock", U32), ("snd_cwnd", U32), ("srtt_us", U32),
+    ("bpf_sock_ops_cb_flags", U32), ("state", U32), ("rtt_min", U32),
+    ("snd_ssthresh", U32), ("rcv_nxt", U32), ("snd_nxt", U32), ("snd_una", U32),
+    ("mss_cache", U32), ("ecn_flags", U32), ("rate_delivered", U32),
+    ("rate_interval_us", U32), ("packets_out", U32), ("retrans_out", U32),
+    ("total_retrans", U32), ("segs_in", U32), ("data_segs_in", U32), ("segs_out", U32),
+    ("data_segs_out", U32), ("lost_out", U32), ("sacked_out", U32), ("sk_txhash", U32),
+    ("bytes_received", U64), ("bytes_acked", U64), ("sk", U64), ("skb_data", U64),
+    ("skb_data_end", U64), ("skb_len", U32), ("skb_tcp_flags", U32),
+    ("skb_hwtstamp", U64),
+], size=224)
+
+SK_MSG_MD = _layout("sk_msg_md", [
+    ("data", U64), ("data_end", U64), ("family", U32), ("remote_ip4", U32),
+    ("local_ip4", U32), ("remote_ip6", U32, 4), ("local_ip6", U32, 4),
+    ("remote_port", U32), ("local_port", U32), ("size", U32), ("sk", U64),
+], size=80)
+
+SK_REUSEPORT_MD = _layout("sk_reuseport_md", [
+    ("data", U64), ("data_end", U64), ("len", U32), ("eth_protocol", U32),
+    ("ip_protocol", U32), ("bind_inany", U32), ("hash", U32), ("sk", U64),
+    ("migrating_sk", U64),
+], size=56)
+
+SOCKOPT = _layout("bpf_sockopt", [
+    ("sk", U64), ("optval", U64), ("optval_end", U64), ("level", U32), ("optname", U32),
+    ("optlen", U32), ("retval", U32),
+], size=40)
+
+SK_LOOKUP = _layout("bpf_sk_lookup", [
+    [("sk", U64), ("cookie", U64)],
+    ("family", U32), ("protocol", U32), ("remote_ip4", U32), ("remote_ip6", U32, 4),
+    ("remote_port", U16), ("_pad", U16), ("local_ip4", U32), ("local_ip6", U32, 4),
+    ("local_port", U32), ("ingress_ifindex", U32),
+], size=72)
+
+# asm/ptrace.h struct pt_regs of x86_64 (bpf_user_pt_regs_t there).
+PT_REGS = _layout("pt_regs", [
+    (r, U64) for r in ("r15", "r14", "r13", "r12", "bp", "bx", "r11", "r10", "r9", "r8",
+                       "ax", "cx", "dx", "si", "di", "orig_ax", "ip", "cs", "flags",
+                       "sp", "ss")
+], size=168)
+
+PERF_EVENT_DATA = _layout("bpf_perf_event_data", [
+    *[(f.name, f.size) for f in PT_REGS.fields], ("sample_period", U64), ("addr", U64),
+], size=184)
+# The kernel calls the first member "regs"; members keep pt_regs' names here.
+
+# MAX_BPF_FUNC_ARGS u64 arguments: raw tracepoints (the uapi struct declares
+# args[0]; the kernel lets programs read 12) and the BTF-typed tracing types.
+MAX_BPF_FUNC_ARGS = 12
+RAW_TP_ARGS = _layout("bpf_raw_tracepoint_args", [("args", U64, MAX_BPF_FUNC_ARGS)], size=96)
+
+# A tracepoint's ctx is its trace record: struct trace_entry, then the event's
+# fields; programs may read up to PERF_MAX_TRACE_SIZE bytes of it.
+PERF_MAX_TRACE_SIZE = 8192
+TRACE_RECORD = CtxStruct("trace_entry", PERF_MAX_TRACE_SIZE, (
+    Field("common_type", 0, 2), Field("common_flags", 2, 1),
+    Field("common_preempt_count", 3, 1), Field("common_pid", 4, 4)),
+    PERF_MAX_TRACE_SIZE + 8 * N_PTR_SLOTS)
+
+LIRC_SAMPLE = _layout("lirc_mode2_sample", [("sample", U32)], size=4)
+
+# include/net/netfilter/nf_bpf_link.h (not uapi): two BTF-typed pointers.
+NF_CTX = _layout("bpf_nf_ctx", [("state", U64), ("skb", U64)], size=16)
+
+# BPF_PROG_TYPE_SYSCALL: the ctx is the caller's buffer, up to U16_MAX bytes.
+SYSCALL_CTX_MAX = 0xFFFF
+SYSCALL_CTX = CtxStruct("syscall_ctx", SYSCALL_CTX_MAX, (), _align8(SYSCALL_CTX_MAX))
+
+STRUCTS: Dict[str, CtxStruct] = {s.name: s for s in (
+    SK_BUFF, XDP_MD, CGROUP_DEV_CTX, SYSCTL, BPF_SOCK, SOCK_ADDR, SOCK_OPS, SK_MSG_MD,
+    SK_REUSEPORT_MD, SOCKOPT, SK_LOOKUP, PT_REGS, PERF_EVENT_DATA, RAW_TP_ARGS,
+    TRACE_RECORD, LIRC_SAMPLE, NF_CTX, SYSCALL_CTX)}
 
 
 # --------------------------------------------------------------------------
@@ -252,22 +341,37 @@ class _Table:
         return self
 
     def narrow(self, *names: str, min_size: int = 1, write: bool = False,
-               base: Optional[int] = None) -> "_Table":
+               start_only: bool = False) -> "_Table":
         """Reads of any power of two <= the field (bpf_ctx_narrow_access_ok), aligned.
 
-        ``base`` is the kernel's size_default when it differs from the field's
-        size (a 2-byte field read through a 4-byte window...).  ``write``
-        additionally permits the full-size store.
+        ``start_only`` when the kernel matches the field's offset exactly
+        (``case offsetof(...)``) rather than its byte range, so a narrow read
+        must start at the field.  ``write`` also permits the full-size store.
         """
         for f in self._fields(names):
-            fsize = base or f.size
             for s in SIZES:
-                if min_size <= s <= fsize:
-                    for o in range(f.off, f.off + f.size, s):
-                        if o % s == 0:
-                            self._add(o, s, False, None)
+                if min_size <= s <= f.size:
+                    for o in range(f.off, f.off + (s if start_only else f.size), s):
+                        self._add(o, s, False, None)
             if write:
                 self._add(f.off, f.size, True, None)
+        return self
+
+    def at(self, off: int, size: int, read: bool = True, write: bool = False,
+           ptr: Optional[CtxPtr] = None) -> "_Table":
+        """One explicit (off, size) access."""
+        if read:
+            self._add(off, size, False, ptr)
+        if write:
+            self._add(off, size, True, None)
+        return self
+
+    def wide(self, array: str, read: bool = True, write: bool = False) -> "_Table":
+        """8-byte accesses covering two elements of a u32 array (bpf_ctx_wide_access_ok)."""
+        elems = self._fields([array + "[]"])
+        lo, hi = elems[0].off, elems[-1].off + elems[-1].size
+        for o in range((lo + 7) // 8 * 8, hi - 7, 8):
+            self.at(o, 8, read=read, write=write)
         return self
 
     def span(self, lo: int, hi: int, sizes: Sequence[int] = SIZES, read: bool = True,
@@ -418,6 +522,180 @@ def _sysctl(eat: int) -> _Table:
     # sysctl_is_valid_access: write is read only; file_pos narrow reads, 4-byte store.
     return _Table(SYSCTL).narrow("write").narrow("file_pos", write=True)
 
+# --- struct bpf_sock (CGROUP_SOCK) ---------------------------------------------
+
+def _cgroup_sock(eat: int) -> _Table:
+    # bpf_sock_is_valid_access then __sock_filter_check_attach_type.
+    t = _Table(BPF_SOCK)
+    # Narrow reads at the field's offset only (the kernel matches offsetof).
+    t.narrow("family", "type", "protocol", "state", "rx_queue_mapping", start_only=True)
+    t.narrow("dst_ip4", "dst_ip6[]")                     # whole byte range
+    t.narrow("dst_port").at(BPF_SOCK.field("dst_port").off, 4)   # u16, or u32 with padding
+    if eat in (AttachType.CGROUP_INET4_POST_BIND, AttachType.CGROUP_INET6_POST_BIND):
+        t.narrow("src_port", start_only=True)
+    if eat == AttachType.CGROUP_INET4_POST_BIND:
+        t.narrow("src_ip4")
+    if eat == AttachType.CGROUP_INET6_POST_BIND:
+        t.narrow("src_ip6[]")
+    if eat in (AttachType.CGROUP_INET_SOCK_CREATE, AttachType.CGROUP_INET_SOCK_RELEASE):
+        t.full("bound_dev_if", "mark", "priority", write=True)
+    return t
+
+
+# --- struct bpf_sock_addr (CGROUP_SOCK_ADDR) ---------------------------------------
+
+_SOCK_ADDR_IP4 = {AttachType.CGROUP_INET4_BIND, AttachType.CGROUP_INET4_CONNECT,
+                  AttachType.CGROUP_INET4_GETPEERNAME, AttachType.CGROUP_INET4_GETSOCKNAME,
+                  AttachType.CGROUP_UDP4_SENDMSG, AttachType.CGROUP_UDP4_RECVMSG}
+_SOCK_ADDR_IP6 = {AttachType.CGROUP_INET6_BIND, AttachType.CGROUP_INET6_CONNECT,
+                  AttachType.CGROUP_INET6_GETPEERNAME, AttachType.CGROUP_INET6_GETSOCKNAME,
+                  AttachType.CGROUP_UDP6_SENDMSG, AttachType.CGROUP_UDP6_RECVMSG}
+
+
+def _sock_addr(eat: int) -> _Table:
+    # sock_addr_is_valid_access: the address fields of the attach type's
+    # family are narrow-readable and writable as u32 (ip6 arrays also as u64).
+    t = _Table(SOCK_ADDR)
+    addr_fields = ["user_port"]
+    if eat in _SOCK_ADDR_IP4:
+        addr_fields.append("user_ip4")
+    if eat in _SOCK_ADDR_IP6:
+        addr_fields.append("user_ip6[]")
+        t.wide("user_ip6", write=True)
+    if eat == AttachType.CGROUP_UDP4_SENDMSG:
+        addr_fields.append("msg_src_ip4")
+    if eat == AttachType.CGROUP_UDP6_SENDMSG:
+        addr_fields.append("msg_src_ip6[]")
+        t.wide("msg_src_ip6", write=True)
+    t.narrow(*addr_fields, write=True)
+    t.full("user_family", "family", "type", "protocol")
+    return t.full("sk", ptr=CtxPtr.SOCK)
+
+
+# --- struct bpf_sock_ops (SOCK_OPS) ------------------------------------------------
+
+def _sock_ops(eat: int) -> _Table:
+    # sock_ops_is_valid_access: u32 reads of everything by default, u64
+    # counters and pointers whole, skb_tcp_flags narrow; reply and
+    # sk_txhash writable.
+    t = _Table(SOCK_OPS)
+    u64 = {"bytes_received", "bytes_acked", "sk", "skb_data", "skb_data_end", "skb_hwtstamp"}
+    t.full(*[f.name for f in SOCK_OPS.fields if f.name not in u64])
+    t.full("bytes_received", "bytes_acked", "skb_hwtstamp")
+    t.full("sk", ptr=CtxPtr.SOCK).full("skb_data", ptr=CtxPtr.PKT)
+    t.full("skb_data_end", ptr=CtxPtr.PKT_END)
+    t.narrow("skb_tcp_flags", start_only=True)
+    return t.full("reply", "sk_txhash", read=False, write=True)
+
+
+# --- struct sk_msg_md (SK_MSG) ------------------------------------------------------
+
+def _sk_msg(eat: int) -> _Table:
+    # sk_msg_is_valid_access: read only, u32 fields whole, pointers as u64.
+    t = _Table(SK_MSG_MD)
+    t.full("data", ptr=CtxPtr.PKT).full("data_end", ptr=CtxPtr.PKT_END)
+    t.full("sk", ptr=CtxPtr.SOCK)
+    return t.full(*[f.name for f in SK_MSG_MD.fields if f.size == 4])
+
+
+# --- struct sk_reuseport_md (SK_REUSEPORT) ---------------------------------------------
+
+def _sk_reuseport(eat: int) -> _Table:
+    # sk_reuseport_is_valid_access: read only; eth_protocol at least 2 bytes
+    # (it is skb->protocol, a __be16).
+    t = _Table(SK_REUSEPORT_MD)
+    t.full("data", ptr=CtxPtr.PKT).full("data_end", ptr=CtxPtr.PKT_END)
+    t.full("sk", ptr=CtxPtr.SOCK).full("migrating_sk", ptr=CtxPtr.SOCK2)
+    t.full("hash").narrow("eth_protocol", min_size=2)
+    return t.narrow("len", "ip_protocol", "bind_inany")
+
+
+# --- struct bpf_sockopt (CGROUP_SOCKOPT) -----------------------------------------------
+
+def _sockopt(eat: int) -> _Table:
+    # cg_sockopt_is_valid_access: u32 fields whole; retval only for
+    # getsockopt, level/optname writable only for setsockopt.
+    t = _Table(SOCKOPT)
+    t.full("sk", ptr=CtxPtr.SOCK).full("optval", ptr=CtxPtr.OPTVAL)
+    t.full("optval_end", ptr=CtxPtr.OPTVAL_END)
+    get, set_ = eat == AttachType.CGROUP_GETSOCKOPT, eat == AttachType.CGROUP_SETSOCKOPT
+    t.full("level", "optname", write=set_).full("optlen", write=True)
+    if get:
+        t.full("retval", write=True)
+    return t
+
+
+# --- struct bpf_sk_lookup (SK_LOOKUP) --------------------------------------------------
+
+def _sk_lookup(eat: int) -> _Table:
+    # sk_lookup_is_valid_access: read only; remote_port is a __be16 also
+    # readable as u32 (with the zero padding after it), padding readable.
+    t = _Table(SK_LOOKUP)
+    t.full("sk", ptr=CtxPtr.SOCK)
+    t.narrow("family", "protocol", "remote_ip4", "local_ip4", "remote_ip6[]", "local_ip6[]",
+             "local_port", "ingress_ifindex")
+    port = SK_LOOKUP.field("remote_port").off
+    t.narrow("remote_port").at(port, 4)
+    return t.at(port + 2, 1).at(port + 3, 1).at(port + 2, 2)      # the padding
+
+
+# --- tracing types ------------------------------------------------------------------------
+
+def _perf_event(eat: int) -> _Table:
+    # pe_prog_is_valid_access: registers as whole u64s, the two u64 fields narrow.
+    t = _Table(PERF_EVENT_DATA)
+    t.full(*[f.name for f in PT_REGS.fields])
+    return t.narrow("sample_period", "addr")
+
+
+def _kprobe(eat: int) -> _Table:
+    # kprobe_prog_is_valid_access: any aligned read inside pt_regs.
+    return _Table(PT_REGS).span(0, PT_REGS.size)
+
+
+def _tracepoint(eat: int) -> _Table:
+    # tp_prog_is_valid_access: any aligned read past the first 8 bytes
+    # (the common fields) and below PERF_MAX_TRACE_SIZE.
+    return _Table(TRACE_RECORD).big_span(8, PERF_MAX_TRACE_SIZE)
+
+
+def _raw_tp(eat: int) -> _Table:
+    # raw_tp_prog_is_valid_access (bpf_tracing_ctx_access): any aligned read
+    # of the 12 u64 arguments.
+    return _Table(RAW_TP_ARGS).span(0, RAW_TP_ARGS.size)
+
+
+def _raw_tp_writable(eat: int) -> _Table:
+    # raw_tp_writable_prog_is_valid_access: args[0] is the writable buffer,
+    # read only as a whole u64.
+    t = _raw_tp(eat)
+    for s in (1, 2, 4):
+        t.ok.pop((0, s, False), None)
+    return t.at(0, 8, ptr=CtxPtr.TP_BUFFER)
+
+
+def _btf_args(eat: int) -> _Table:
+    # TRACING, LSM, STRUCT_OPS, EXT: btf_ctx_access decides from the BTF
+    # prototype of the attach target; without it, the shape it allows:
+    # read-only u64 arguments at multiples of 8.
+    return _Table(RAW_TP_ARGS).span(0, RAW_TP_ARGS.size, sizes=(8,))
+
+
+def _lirc(eat: int) -> _Table:
+    # lirc_mode2_is_valid_access: one u32 sample, read whole.
+    return _Table(LIRC_SAMPLE).full("sample")
+
+
+def _netfilter(eat: int) -> _Table:
+    # nf_is_valid_access: two BTF pointers, read as whole u64s.
+    t = _Table(NF_CTX)
+    return t.full("state", ptr=CtxPtr.NF_STATE).full("skb", ptr=CtxPtr.NF_SKB)
+
+
+def _syscall(eat: int) -> _Table:
+    # syscall_prog_is_valid_access: any aligned access below U16_MAX, read or write.
+    return _Table(SYSCALL_CTX).big_span(0, SYSCALL_CTX_MAX, write=True)
+
 
 # --------------------------------------------------------------------------
 # Program type -> (struct, table builder)
@@ -437,6 +715,25 @@ _TYPES: Dict[int, Tuple[CtxStruct, Callable[[int], _Table]]] = {
     ProgType.XDP: (XDP_MD, _xdp),
     ProgType.CGROUP_DEVICE: (CGROUP_DEV_CTX, _cgroup_dev),
     ProgType.CGROUP_SYSCTL: (SYSCTL, _sysctl),
+    ProgType.CGROUP_SOCK: (BPF_SOCK, _cgroup_sock),
+    ProgType.CGROUP_SOCK_ADDR: (SOCK_ADDR, _sock_addr),
+    ProgType.SOCK_OPS: (SOCK_OPS, _sock_ops),
+    ProgType.SK_MSG: (SK_MSG_MD, _sk_msg),
+    ProgType.SK_REUSEPORT: (SK_REUSEPORT_MD, _sk_reuseport),
+    ProgType.CGROUP_SOCKOPT: (SOCKOPT, _sockopt),
+    ProgType.SK_LOOKUP: (SK_LOOKUP, _sk_lookup),
+    ProgType.PERF_EVENT: (PERF_EVENT_DATA, _perf_event),
+    ProgType.KPROBE: (PT_REGS, _kprobe),
+    ProgType.TRACEPOINT: (TRACE_RECORD, _tracepoint),
+    ProgType.RAW_TRACEPOINT: (RAW_TP_ARGS, _raw_tp),
+    ProgType.RAW_TRACEPOINT_WRITABLE: (RAW_TP_ARGS, _raw_tp_writable),
+    ProgType.TRACING: (RAW_TP_ARGS, _btf_args),
+    ProgType.LSM: (RAW_TP_ARGS, _btf_args),
+    ProgType.STRUCT_OPS: (RAW_TP_ARGS, _btf_args),
+    ProgType.EXT: (RAW_TP_ARGS, _btf_args),
+    ProgType.LIRC_MODE2: (LIRC_SAMPLE, _lirc),
+    ProgType.NETFILTER: (NF_CTX, _netfilter),
+    ProgType.SYSCALL: (SYSCALL_CTX, _syscall),
 }
 
 # An expected_attach_type the kernel accepts at load time for each type
@@ -455,6 +752,27 @@ LOAD_ATTACH_TYPES: Dict[int, Tuple[int, ...]] = {
     ProgType.XDP: (0, AttachType.XDP_DEVMAP, AttachType.XDP_CPUMAP),
     ProgType.CGROUP_DEVICE: (AttachType.CGROUP_DEVICE,),
     ProgType.CGROUP_SYSCTL: (AttachType.CGROUP_SYSCTL,),
+    ProgType.CGROUP_SOCK: (AttachType.CGROUP_INET_SOCK_CREATE, AttachType.CGROUP_INET4_POST_BIND,
+                           AttachType.CGROUP_INET6_POST_BIND,
+                           AttachType.CGROUP_INET_SOCK_RELEASE),
+    ProgType.CGROUP_SOCK_ADDR: tuple(sorted(_SOCK_ADDR_IP4 | _SOCK_ADDR_IP6 | {
+        AttachType.CGROUP_UNIX_CONNECT, AttachType.CGROUP_UNIX_SENDMSG,
+        AttachType.CGROUP_UNIX_RECVMSG, AttachType.CGROUP_UNIX_GETPEERNAME,
+        AttachType.CGROUP_UNIX_GETSOCKNAME})),
+    ProgType.SOCK_OPS: (AttachType.CGROUP_SOCK_OPS,),
+    ProgType.SK_MSG: (AttachType.SK_MSG_VERDICT,),
+    ProgType.SK_REUSEPORT: (AttachType.SK_REUSEPORT_SELECT,
+                            AttachType.SK_REUSEPORT_SELECT_OR_MIGRATE),
+    ProgType.CGROUP_SOCKOPT: (AttachType.CGROUP_GETSOCKOPT, AttachType.CGROUP_SETSOCKOPT),
+    ProgType.SK_LOOKUP: (AttachType.SK_LOOKUP,),
+    ProgType.PERF_EVENT: (0,),
+    ProgType.KPROBE: (0,),
+    ProgType.TRACEPOINT: (0,),
+    ProgType.RAW_TRACEPOINT: (0,),
+    ProgType.RAW_TRACEPOINT_WRITABLE: (0,),
+    ProgType.LIRC_MODE2: (AttachType.LIRC_MODE2,),
+    ProgType.NETFILTER: (AttachType.NETFILTER,),
+    ProgType.SYSCALL: (0,),
 }
 
 
