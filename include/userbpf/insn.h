@@ -301,6 +301,8 @@ enum vm_op {
     VM_STORE_REL_H = 172,
     VM_STORE_REL_W = 173,
     VM_STORE_REL_DW = 174,
+    VM_CTX_LDX = 175,
+    VM_CTX_STX = 176,
     VM_NUM_OPS
 };
 

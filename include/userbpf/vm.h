@@ -66,7 +66,8 @@ enum vm_status {
     VM_STATUS_ERR_INVALID = 8, /* an operation that cannot run (never decoded) */
     VM_STATUS_ERR_MAP_ARG = 9, /* a map helper's r1 is not one of the program's maps */
     VM_STATUS_TAIL_CALL = 10,  /* bpf_tail_call succeeded: vm_exec runs run->tail_target */
-    VM_STATUS_ERR_TAIL_CALL = 11 /* bpf_tail_call in a callback's own frame (not run yet) */
+    VM_STATUS_ERR_TAIL_CALL = 11, /* bpf_tail_call in a callback's own frame (not run yet) */
+    VM_STATUS_ERR_CTX = 12     /* a converted context access whose base is not the context */
 };
 
 /* BPF_MAP_TYPE_PROG_ARRAY: its C storage holds vm_prog pointers that only
@@ -118,6 +119,9 @@ typedef struct vm_run {
     uint64_t budget;              /* max instructions; 0 = unlimited */
     uint32_t cpu;
     void *user;                   /* for helpers: the embedding's context */
+    uint64_t ctx;                 /* the internal context r1 points to at entry
+                                     (0: none); CTX_LDX/CTX_STX go through it */
+    void *pkt_state;              /* struct ubpf_pkt * of packet programs (ctx.h), or NULL */
     const vm_prog *prog;          /* the program being run (its maps) */
     /* outputs */
     int status;

@@ -17,6 +17,7 @@ from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
 
 from userbpf._maps cimport MapCore
+from userbpf.includes.ctx cimport *
 
 cdef extern from "<time.h>" nogil:
     ctypedef int clockid_t
@@ -41,6 +42,7 @@ STATUS_ERR_PYTHON = VM_STATUS_ERR_PYTHON
 STATUS_ERR_INVALID = VM_STATUS_ERR_INVALID
 STATUS_ERR_MAP_ARG = VM_STATUS_ERR_MAP_ARG
 STATUS_ERR_TAIL_CALL = VM_STATUS_ERR_TAIL_CALL
+STATUS_ERR_CTX = VM_STATUS_ERR_CTX
 INSN_RECORD = "<BBBBiq"         # struct vm_insn, as program.py packs it
 INSN_RECORD_SIZE = sizeof(vm_insn)
 STACK_BYTES = VM_STACK_BYTES
@@ -763,6 +765,19 @@ cdef uint64_t vm_exec_at(const vm_prog *prog, vm_run *run, uint32_t entry, uint6
                 _fault(run, VM_STATUS_ERR_MEM, _pc(ins, insns), addr, 8, 1)
                 break
             vm_store(addr, 8, reg[src])
+        # ---- context accesses converted at load time: the base must be the
+        # context itself (the conversion proved it for the paths it saw; this
+        # keeps any other value from reaching the internal context)
+        elif op == VM_CTX_LDX:
+            if reg[src] != run.ctx or run.ctx == 0:
+                _fault(run, VM_STATUS_ERR_CTX, _pc(ins, insns), reg[src], ins.size, 0)
+                break
+            reg[dst] = vm_load(run.ctx + <uint64_t>ins.off, ins.size)
+        elif op == VM_CTX_STX:
+            if reg[dst] != run.ctx or run.ctx == 0:
+                _fault(run, VM_STATUS_ERR_CTX, _pc(ins, insns), reg[dst], ins.size, 1)
+                break
+            vm_store(run.ctx + <uint64_t>ins.off, ins.size, reg[src])
         # ---- legacy packet loads: big-endian; out of range ends with r0 = 0
         elif (op == VM_LD_ABS_B or op == VM_LD_ABS_H or op == VM_LD_ABS_W or
               op == VM_LD_IND_B or op == VM_LD_IND_H or op == VM_LD_IND_W):
@@ -1285,6 +1300,85 @@ cdef class VMProgram:
                 PyBuffer_Release(&view)
         ns = (t1.tv_sec - t0.tv_sec) * 1000000000 + (t1.tv_nsec - t0.tv_nsec)
         return r0, ns, run.insn_count
+
+    def run_ctx(self, ctx, uint32_t ptr_base, pkt=None, *, uint32_t kind=0,
+                int64_t meta=-1, uint64_t data=0, uint64_t end=0, uint32_t tailroom=0,
+                uint32_t mac_len=0, bint l2=False, bint writable=False,
+                uint64_t repeat=1, uint32_t cpu=0):
+        """Run with r1 pointing to an internal context (see include/userbpf/ctx.h).
+
+        ``ctx`` is a writable buffer holding the UAPI struct and, at
+        ``ptr_base``, the eight pointer slots. With ``pkt`` (a writable
+        buffer) the packet is ``pkt[data:end]`` with metadata from ``meta``
+        (-1: none, i.e. at ``data``); the slots are set to those addresses
+        and helpers may move them inside ``pkt``. Runs ``repeat`` times in a
+        C loop on the same context, as the kernel's test_run does.
+
+        Returns ``(r0, total_ns, meta, data, end)``: the last run's r0 and
+        the packet's final bounds as offsets into ``pkt``.
+        """
+        cdef vm_run run
+        cdef Py_buffer view, cview
+        cdef bint have_view = False, have_cview = False
+        cdef uint64_t stack[VM_STACK_WORDS]
+        cdef uint64_t r0 = 0, k, base = 0
+        cdef uint64_t *ptrs
+        cdef ubpf_pkt p
+        cdef timespec t0, t1
+        if repeat < 1:
+            repeat = 1
+        memset(stack, 0, sizeof(stack))
+        memset(&p, 0, sizeof(p))
+        PyObject_GetBuffer(ctx, &cview, PyBUF_WRITABLE)
+        have_cview = True
+        try:
+            if <uint64_t>cview.len < <uint64_t>ptr_base + 8 * UBPF_CTX_NPTRS or ptr_base % 8:
+                raise ValueError("context buffer too small for its pointer slots")
+            ptrs = <uint64_t *>(<uint8_t *>cview.buf + ptr_base)
+            self._prepare(&run, <uint8_t *>stack, pkt, &view, &have_view)
+            if pkt is not None:
+                if not (data <= end <= <uint64_t>view.len) or meta > <int64_t>data:
+                    raise ValueError("packet bounds outside the packet buffer")
+                base = <uint64_t>view.buf
+                p.buf = <uint8_t *>view.buf
+                p.cap = <uint64_t>view.len
+                p.ptrs = ptrs
+                p.uapi = <uint8_t *>cview.buf
+                p.kind = kind
+                p.tailroom = tailroom
+                p.mac_len = mac_len
+                p.l2 = l2
+                p.writable = writable
+                ptrs[UBPF_CTX_PKT] = base + data
+                ptrs[UBPF_CTX_PKT_END] = base + end
+                ptrs[UBPF_CTX_PKT_META] = base + <uint64_t>(meta if meta >= 0 else <int64_t>data)
+                ubpf_pkt_sync(&run, &p)
+                run.pkt_state = &p
+            run.ctx = <uint64_t>cview.buf
+            run.cpu = cpu
+            _runs_enter()
+            with nogil:
+                clock_gettime(CLOCK_MONOTONIC, &t0)
+                for k in range(repeat):
+                    run.r1 = run.ctx
+                    run.r2 = 0
+                    r0 = vm_exec(&self.prog, &run)
+                    if run.status > VM_STATUS_STOP:
+                        break
+                    run.status = VM_STATUS_OK
+                clock_gettime(CLOCK_MONOTONIC, &t1)
+            _runs_leave()
+            self._finish(&run)
+            ns = (t1.tv_sec - t0.tv_sec) * 1000000000 + (t1.tv_nsec - t0.tv_nsec)
+            if pkt is None:
+                return r0, ns, -1, 0, 0
+            return (r0, ns, <int64_t>(ptrs[UBPF_CTX_PKT_META] - base),
+                    <int64_t>(ptrs[UBPF_CTX_PKT] - base), <int64_t>(ptrs[UBPF_CTX_PKT_END] - base))
+        finally:
+            if have_view:
+                PyBuffer_Release(&view)
+            if have_cview:
+                PyBuffer_Release(&cview)
 
     @property
     def prog_address(self):

@@ -686,6 +686,8 @@ def _vm_op_names() -> tuple:
         names += [f"ATOMIC_XCHG{w}", f"ATOMIC_CMPXCHG{w}"]
     names += [f"LOAD_ACQ_{s}" for s in ("B", "H", "W", "DW")]
     names += [f"STORE_REL_{s}" for s in ("B", "H", "W", "DW")]
+    # produced by the load-time context conversion, never decoded
+    names += ["CTX_LDX", "CTX_STX"]
     return tuple(names)
 
 

@@ -108,13 +108,24 @@ class MapRefs:
         return m.program_lookup((0).to_bytes(4, "little")) + off
 
 
+def isa_check(insns: List[Insn]) -> None:
+    """Field checks only, so that the context conversion sees sane slots."""
+    for pc in isa.slots(insns):
+        err = isa.check_fields(insns, pc)
+        if err:
+            raise ProgramError(err, pc)
+
+
 def predecode(insns: List[Insn], helpers: Mapping[int, HelperImpl],
-              maps: Optional[MapRefs] = None):
+              maps: Optional[MapRefs] = None, ctx_rewrites: Optional[Mapping] = None):
     """Check a program's structure and build the interpreter's records.
 
+    ``ctx_rewrites`` (slot -> :class:`userbpf.ctxconv.CtxRewrite`) replaces
+    context loads and stores with accesses of the internal context.
     Returns ``(records, orig_pc, helper_table)``. Raises :class:`ProgramError`
     with the kernel's wording where the kernel has one.
     """
+    ctx_rewrites = ctx_rewrites or {}
     n = len(insns)
     if n == 0:
         raise ProgramError("empty program")
@@ -182,6 +193,9 @@ def predecode(insns: List[Insn], helpers: Mapping[int, HelperImpl],
         elif name == "ADDR_SPACE_CAST":
             raise ProgramError("addr_space_cast insn can only be used in a program that has "
                                "an associated arena (arena maps are not supported yet)", pc)
+        rw = ctx_rewrites.get(pc)
+        if rw is not None:
+            name, size, off, imm = rw.op, rw.size, rw.off, 0
         records.append(_RECORD.pack(isa.VM_OP[name], x.dst, x.src, size, off, imm))
     if "CALLX" in {isa.vm_op_name(insns[pc]) for pc in starts}:
         for hid in sorted(helpers):          # callx may reach any helper by id
@@ -203,7 +217,10 @@ class Program:
     instructions one run may execute (0: no cap): it is checked at taken
     jumps, calls and the final exit, so a loop stops at the jump that
     crosses it and a straight run past it ends in BudgetExceeded. ``maps`` (fd -> map
-    storage) and ``fd_array`` resolve ``lddw`` map references.
+    storage) and ``fd_array`` resolve ``lddw`` map references. With a
+    ``prog_type`` (and ``expected_attach_type``), context accesses are
+    checked against that type's rules and converted at load time, and the
+    program runs on a context with :meth:`test_run`.
 
     >>> p = Program("r0 = *(u8 *)(r1 + 1)\\nexit")
     >>> p.run(bytearray(b"\\x07\\x2a"))
@@ -215,13 +232,24 @@ class Program:
     def __init__(self, code: Code, *, helpers: Optional[Mapping[int, HelperImpl]] = None,
                  budget: int = DEFAULT_BUDGET,
                  maps: Optional[Mapping[int, "_maps.MapCore"]] = None,
-                 fd_array: Optional[Sequence[int]] = None):
+                 fd_array: Optional[Sequence[int]] = None,
+                 prog_type: Optional[int] = None, expected_attach_type: int = 0):
         self.insns: List[Insn] = to_insns(code)
         self.helpers: Dict[int, HelperImpl] = default_helpers()
         for hid, impl in (helpers or {}).items():
             self.helpers[int(hid)] = impl
+        self.prog_type = prog_type
+        self.expected_attach_type = expected_attach_type
+        rewrites = None
+        if prog_type is not None:
+            from .ctxconv import convert_ctx_accesses
+            isa_check(self.insns)
+            rewrites = convert_ctx_accesses(self.insns, prog_type, expected_attach_type)
+        # the end of the furthest context byte accessed (raw tracepoint test runs)
+        self.max_ctx_offset = max((self.insns[pc].off + isa.SIZE_BYTES[isa.Size(
+            isa.BPF_SIZE(self.insns[pc].code))] for pc in (rewrites or {})), default=0)
         refs = MapRefs(maps, fd_array)
-        records, self._orig_pc, table = predecode(self.insns, self.helpers, refs)
+        records, self._orig_pc, table = predecode(self.insns, self.helpers, refs, rewrites)
         self.maps = refs.used
         self._vm = _vm.VMProgram(records, self._orig_pc, table, self._fault, budget,
                                  self.maps)
@@ -242,6 +270,19 @@ class Program:
         if cpu is None:
             cpu = 0 if self.ncpus == 1 else thread_cpu() % self.ncpus
         return self._vm.run(_writable(mem), cpu=cpu)
+
+    def test_run(self, data=None, *, ctx=None, repeat: int = 1, cpu: Optional[int] = None,
+                 flags: int = 0):
+        """Run on a context built as the kernel's BPF_PROG_TEST_RUN builds it.
+
+        ``data`` is the packet (bytes), ``ctx`` the UAPI context struct's
+        bytes (only the fields the kernel lets test runs set). Returns a
+        :class:`userbpf.kernel.test_run.TestRunResult` (retval, data_out,
+        ctx_out, duration). Needs ``prog_type``.
+        """
+        from .kernel.test_run import test_run
+        return test_run(self, data_in=data, ctx_in=ctx, repeat=repeat, cpu=cpu or 0,
+                        flags=flags)
 
     def run_batch(self, mem=None, repeat: int = 1, *, cpu: Optional[int] = None) -> BatchResult:
         """Run ``repeat`` times in a C loop and time it (for benchmarks)."""
@@ -327,6 +368,11 @@ class Program:
         if status == _vm.STATUS_ERR_TAIL_CALL:
             return HelperError("bpf_tail_call in a callback (bpf_loop, "
                                "bpf_for_each_map_elem...) is not supported yet", pc, text)
+        if status == _vm.STATUS_ERR_CTX:
+            return MemoryAccessError(
+                f"context {access} of {size} bytes through {addr:#x}, which is not the "
+                "context (a converted ctx access reached another pointer)", pc, text,
+                addr, size, write)
         if status == _vm.STATUS_ERR_PYTHON:
             if not isinstance(exc, Exception):      # KeyboardInterrupt, SystemExit: as they are
                 return exc

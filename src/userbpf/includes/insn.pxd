@@ -183,4 +183,6 @@ cdef extern from "userbpf/insn.h" nogil:
         VM_STORE_REL_H
         VM_STORE_REL_W
         VM_STORE_REL_DW
+        VM_CTX_LDX
+        VM_CTX_STX
         VM_NUM_OPS

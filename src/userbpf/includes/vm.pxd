@@ -45,6 +45,7 @@ cdef extern from "userbpf/vm.h" nogil:
         VM_STATUS_ERR_MAP_ARG
         VM_STATUS_TAIL_CALL
         VM_STATUS_ERR_TAIL_CALL
+        VM_STATUS_ERR_CTX
 
     ctypedef struct vm_prog
 
@@ -58,6 +59,8 @@ cdef extern from "userbpf/vm.h" nogil:
         uint64_t budget
         uint32_t cpu
         void *user
+        uint64_t ctx
+        void *pkt_state
         const vm_prog *prog
         int status
         uint32_t err_pc

@@ -40,6 +40,7 @@ _USED: Dict[int, int] = {
     Cmd.MAP_UPDATE_BATCH: ctypes.sizeof(abi.MapBatchAttr),
     Cmd.MAP_DELETE_BATCH: ctypes.sizeof(abi.MapBatchAttr),
     Cmd.PROG_LOAD: ctypes.sizeof(abi.ProgLoadAttr),
+    Cmd.PROG_TEST_RUN: ctypes.sizeof(abi.TestRunAttr),
     Cmd.PROG_GET_NEXT_ID: 8,
     Cmd.PROG_GET_FD_BY_ID: ctypes.sizeof(abi.GetIdAttr),
 }
@@ -185,6 +186,44 @@ def _prog_load(k, a):
     return fd
 
 
+def _test_run(k, a):
+    """PROG_TEST_RUN: data_in / ctx_in read from the caller; data_out,
+    data_size_out, retval, duration, ctx_out and ctx_size_out written back as
+    bpf_test_finish / bpf_ctx_finish do (ENOSPC after a truncated copy)."""
+    t = a.test
+    if bool(t.ctx_size_in) != bool(t.ctx_in) or bool(t.ctx_size_out) != bool(t.ctx_out):
+        raise bpf_error(errno.EINVAL, "ctx_in/ctx_out and their sizes go together")
+    data_in = abi.read(t.data_in, t.data_size_in) if t.data_in else None
+    if data_in is None and t.data_size_in:
+        raise bpf_error(errno.EFAULT, "data_in is NULL")
+    ctx_in = abi.read(t.ctx_in, t.ctx_size_in) if t.ctx_in else None
+    res = k.bpf(Cmd.PROG_TEST_RUN, prog_fd=t.prog_fd, data_in=data_in, ctx_in=ctx_in,
+                ctx_out=bool(t.ctx_out), repeat=t.repeat, flags=t.flags, cpu=t.cpu,
+                batch_size=t.batch_size)
+    err = None
+    data = res.data_out
+    if t.data_size_out and len(data) > t.data_size_out:
+        data = data[:t.data_size_out]
+        err = bpf_error(errno.ENOSPC, f"data_out needs {len(res.data_out)} bytes")
+    if t.data_out and data:
+        ctypes.memmove(t.data_out, data, len(data))
+    t.data_size_out = len(res.data_out)
+    t.retval = res.retval
+    t.duration = res.duration
+    if err is not None:
+        raise err
+    if t.ctx_out and res.ctx_out is not None:
+        ctx = res.ctx_out
+        if len(ctx) > t.ctx_size_out:
+            err = bpf_error(errno.ENOSPC, f"ctx_out needs {len(ctx)} bytes")
+            ctx = ctx[:t.ctx_size_out]
+        ctypes.memmove(t.ctx_out, ctx, len(ctx))
+        t.ctx_size_out = len(res.ctx_out)
+        if err is not None:
+            raise err
+    return 0
+
+
 def _prog_next_id(k, a):
     a.next_id = k.bpf(Cmd.PROG_GET_NEXT_ID, start_id=a.start_id)
     return 0
@@ -248,6 +287,7 @@ CONVERTERS: Dict[int, Callable[[Any, abi.bpf_attr], Any]] = {
     Cmd.MAP_UPDATE_BATCH: _batch(Cmd.MAP_UPDATE_BATCH),
     Cmd.MAP_DELETE_BATCH: _batch(Cmd.MAP_DELETE_BATCH),
     Cmd.PROG_LOAD: _prog_load,
+    Cmd.PROG_TEST_RUN: _test_run,
     Cmd.PROG_GET_NEXT_ID: _prog_next_id,
     Cmd.PROG_GET_FD_BY_ID: lambda k, a: k.bpf(Cmd.PROG_GET_FD_BY_ID, prog_id=a.prog_id,
                                               open_flags=a.open_flags,

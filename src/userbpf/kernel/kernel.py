@@ -25,6 +25,7 @@ from ..uapi import Cmd, MapType
 from . import batch, from_ctypes
 from . import maps as _maps
 from . import progs as _progs
+from . import test_run as _test_run
 from .bpffs import BpfFs
 from .errors import ENOTSUPP, bpf_error
 from .objects import FdTable, IdSpace
@@ -61,6 +62,10 @@ ATTR_FIELDS: Dict[int, Dict[str, Any]] = {
                         core_relo_rec_size=0, log_true_size=0, prog_token_fd=0,
                         fd_array_cnt=0),
     Cmd.PROG_GET_NEXT_ID: dict(start_id=0),
+    # data_size_out / ctx_size_out None: no limit; ctx_out True: give the output context
+    Cmd.PROG_TEST_RUN: dict(prog_fd=None, data_in=None, data_size_out=None, ctx_in=None,
+                            ctx_out=False, ctx_size_out=None, repeat=0, flags=0, cpu=0,
+                            batch_size=0),
     Cmd.PROG_GET_FD_BY_ID: dict(prog_id=0, open_flags=0, fd_by_id_token_fd=0),
 }
 for _cmd in (Cmd.MAP_LOOKUP_BATCH, Cmd.MAP_LOOKUP_AND_DELETE_BATCH, Cmd.MAP_UPDATE_BATCH,
@@ -110,6 +115,7 @@ class Kernel:
             Cmd.PROG_LOAD: self._prog_load,
             Cmd.PROG_GET_NEXT_ID: self._prog_get_next_id,
             Cmd.PROG_GET_FD_BY_ID: self._prog_get_fd_by_id,
+            Cmd.PROG_TEST_RUN: self._prog_test_run,
         }
 
     # -- the entry point -------------------------------------------------------
@@ -374,6 +380,38 @@ class Kernel:
         if obj is None:
             raise bpf_error(errno.ENOENT, f"no program with id {a['prog_id']}")
         return self.fds.install(obj)
+
+
+    def _prog_test_run(self, a: dict):
+        """PROG_TEST_RUN: a :class:`userbpf.kernel.test_run.TestRunResult`.
+
+        With ``data_size_out`` / ``ctx_size_out`` smaller than the output,
+        the error is ENOSPC, as in the kernel, and carries the truncated
+        result in ``.result`` (``data_out`` cut to the size; the kernel
+        still reports the full size).
+        """
+        if a["ctx_in"] is not None and not len(a["ctx_in"]):
+            raise bpf_error(errno.EINVAL, "ctx_in without ctx_size_in")
+        prog = self.fds.get(a["prog_fd"], _progs.BpfProg)
+        res = _test_run.test_run(prog.program, a["data_in"], a["ctx_in"],
+                                 ctx_out=bool(a["ctx_out"] or a["ctx_size_out"]),
+                                 repeat=a["repeat"], cpu=a["cpu"], flags=a["flags"],
+                                 batch_size=a["batch_size"], ncpus=self.ncpus)
+        limit = a["data_size_out"]
+        if limit and len(res.data_out) > limit:
+            err = bpf_error(errno.ENOSPC, f"data_out needs {len(res.data_out)} bytes")
+            err.result = res._replace(data_out=res.data_out[:limit])
+            err.data_size_out = len(res.data_out)
+            raise err
+        limit = a["ctx_size_out"]
+        if limit is not None and res.ctx_out is not None and len(res.ctx_out) > limit:
+            err = bpf_error(errno.ENOSPC, f"ctx_out needs {len(res.ctx_out)} bytes")
+            err.result = res._replace(ctx_out=res.ctx_out[:limit])
+            err.ctx_size_out = len(res.ctx_out)
+            raise err
+        if res.ctx_out is not None and not (a["ctx_out"] or a["ctx_size_out"]):
+            res = res._replace(ctx_out=None)
+        return res
 
 
 _default: Optional[Kernel] = None

@@ -447,7 +447,8 @@ def load(kernel, a: dict, obj_id_alloc) -> Tuple[BpfProg, VerifierLog]:
         used, cores, at = _resolve_maps(kernel, insns, a["fd_array"])
         _check_license(insns, prog_type, lic in GPL_COMPATIBLE_LICENSES)
         try:
-            program = Program(insns, maps=cores, fd_array=a["fd_array"])
+            program = Program(insns, maps=cores, fd_array=a["fd_array"],
+                              prog_type=prog_type, expected_attach_type=attach)
         except ProgramError as e:
             raise LoadError(e.errno, e.msg) from None
         checked = len(list(isa.slots(insns)))
@@ -566,6 +567,15 @@ class LoadedProgram:
                    map_ids=list(ids)[:info.nr_map_ids],
                    xlated_prog_insns=xl.raw[:info.xlated_prog_len])
         return out
+
+    def test_run(self, data=None, *, ctx=None, ctx_out: bool = False, repeat: int = 1,
+                 cpu: int = 0, flags: int = 0):
+        """BPF_PROG_TEST_RUN on this program: a
+        :class:`userbpf.kernel.test_run.TestRunResult` (retval, data_out,
+        ctx_out, duration), or the kernel's OSError."""
+        from ..uapi import Cmd
+        return self.kernel.bpf(Cmd.PROG_TEST_RUN, prog_fd=self.fd, data_in=data, ctx_in=ctx,
+                               ctx_out=ctx_out, repeat=repeat, cpu=cpu, flags=flags)
 
     def close(self) -> None:
         if self.fd is not None:

@@ -1,0 +1,84 @@
+/* The internal program context, shared by the interpreter, the packet
+ * helpers and the test-run code (Python builds it, C runs on it).
+ *
+ * A program's r1 points to an internal context laid out as:
+ *
+ *   [0, uapi_size)              the UAPI struct (__sk_buff, xdp_md, ...) at
+ *                               its own offsets: plain fields are read and
+ *                               written where the program's struct has them
+ *   [ptr_base, ptr_base + 64)   eight 64-bit pointer slots (enum ubpf_ctx_ptr):
+ *                               what a load of ctx->data, ctx->data_end, ...
+ *                               yields once the load-time conversion has
+ *                               rewritten it (ptr_base = uapi_size rounded up to 8)
+ *
+ * userbpf.contexts holds the field rules and the conversion offsets; the
+ * slot numbers here must match its CtxPtr enum (a test checks).
+ *
+ * Packet programs also get a ubpf_pkt (vm_run.pkt_state): the buffer the
+ * packet lives in, so that helpers can move data / data_end within it.
+ */
+#ifndef USERBPF_CTX_H
+#define USERBPF_CTX_H
+
+#include <stdint.h>
+
+#include "userbpf/vm.h"
+
+enum ubpf_ctx_ptr {
+    UBPF_CTX_PKT = 0,        /* data */
+    UBPF_CTX_PKT_END = 1,    /* data_end */
+    UBPF_CTX_PKT_META = 2,   /* data_meta */
+    UBPF_CTX_FLOW_KEYS = 3,
+    UBPF_CTX_SOCK = 4,
+    UBPF_CTX_SOCK2 = 5,
+    UBPF_CTX_OPTVAL = 6,
+    UBPF_CTX_OPTVAL_END = 7,
+    UBPF_CTX_NPTRS = 8
+};
+
+enum ubpf_pkt_kind {
+    UBPF_PKT_NONE = 0,
+    UBPF_PKT_XDP = 1,        /* xdp_buff: data_meta <= data <= data_end in buf */
+    UBPF_PKT_SKB = 2         /* a linear sk_buff */
+};
+
+/* The buffer a packet lives in: [buf, buf + cap) is headroom, packet and
+ * tailroom. Helpers that grow or shrink the packet move the slots inside
+ * it and then call ubpf_pkt_sync. */
+typedef struct ubpf_pkt {
+    uint8_t *buf;
+    uint64_t cap;
+    uint64_t *ptrs;          /* the context's pointer slots */
+    uint8_t *uapi;           /* the context's UAPI bytes (__sk_buff.len, ...) */
+    uint32_t kind;           /* enum ubpf_pkt_kind */
+    uint32_t tailroom;       /* bytes at the end of buf the packet may not use */
+    uint32_t mac_len;        /* skb: bytes of link-layer header before the
+                                network header (ETH_HLEN for test runs) */
+    uint32_t l2;             /* skb: data starts at the MAC header (tc) */
+    int writable;            /* may the program write the packet directly? */
+} ubpf_pkt;
+
+#define UBPF_SKB_LEN_OFF 0          /* offsetof(struct __sk_buff, len) */
+#define UBPF_SKB_PROTOCOL_OFF 16    /* offsetof(struct __sk_buff, protocol) */
+#define UBPF_SKB_HASH_OFF 68        /* offsetof(struct __sk_buff, hash) */
+
+/* After a helper moved data / data_end / data_meta: the program's packet
+ * region (regions[1]) and what LD_ABS / LD_IND read follow the new bounds;
+ * an skb's __sk_buff.len follows its length. */
+static inline void ubpf_pkt_sync(vm_run *run, const ubpf_pkt *p) {
+    uint64_t meta = p->ptrs[UBPF_CTX_PKT_META];
+    uint64_t data = p->ptrs[UBPF_CTX_PKT];
+    uint64_t end = p->ptrs[UBPF_CTX_PKT_END];
+    uint64_t start = meta && meta < data ? meta : data;
+    run->regions[1].start = start;
+    run->regions[1].len = end - start;
+    run->regions[1].writable = p->writable;
+    run->pkt = (const uint8_t *)(uintptr_t)data;
+    run->pkt_len = end - data;
+    if (p->kind == UBPF_PKT_SKB) {
+        uint32_t len = (uint32_t)(end - data);
+        memcpy(p->uapi + UBPF_SKB_LEN_OFF, &len, 4);
+    }
+}
+
+#endif /* USERBPF_CTX_H */

@@ -1,0 +1,38 @@
+# include/userbpf/ctx.h: the internal program context and packet buffer.
+from libc.stdint cimport uint8_t, uint32_t, uint64_t
+
+from userbpf.includes.vm cimport vm_run
+
+cdef extern from "userbpf/ctx.h" nogil:
+    enum:
+        UBPF_CTX_PKT
+        UBPF_CTX_PKT_END
+        UBPF_CTX_PKT_META
+        UBPF_CTX_FLOW_KEYS
+        UBPF_CTX_SOCK
+        UBPF_CTX_SOCK2
+        UBPF_CTX_OPTVAL
+        UBPF_CTX_OPTVAL_END
+        UBPF_CTX_NPTRS
+
+    enum:
+        UBPF_PKT_NONE
+        UBPF_PKT_XDP
+        UBPF_PKT_SKB
+
+    ctypedef struct ubpf_pkt:
+        uint8_t *buf
+        uint64_t cap
+        uint64_t *ptrs
+        uint8_t *uapi
+        uint32_t kind
+        uint32_t tailroom
+        uint32_t mac_len
+        uint32_t l2
+        int writable
+
+    int UBPF_SKB_LEN_OFF
+    int UBPF_SKB_PROTOCOL_OFF
+    int UBPF_SKB_HASH_OFF
+
+    void ubpf_pkt_sync(vm_run *run, const ubpf_pkt *p)

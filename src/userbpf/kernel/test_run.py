@@ -1,0 +1,359 @@
+"""BPF_PROG_TEST_RUN: run a program once (or ``repeat`` times) on a context
+built the way the kernel's net/bpf/test_run.c builds it.
+
+One runner per kind of program:
+
+- ``__sk_buff`` programs (socket filter, tc, cgroup skb, lwt): the packet
+  becomes a linear skb on the loopback device. ``eth_type_trans`` takes the
+  Ethernet header (protocol, pkt_type); tc programs see the packet from the
+  MAC header, the others from the network header, and their data_out gets
+  14 zero bytes in front (the kernel pushes a zeroed header back).
+  ``ctx_in`` may set only mark, priority, ingress_ifindex, ifindex, cb,
+  tstamp, wire_len, gso_segs, gso_size and hwtstamp.
+- XDP: 256 bytes of headroom (less the metadata ``ctx_in`` asks for), the
+  packet up to 4096 - headroom - 320 bytes linear, the rest kept as
+  fragments; data_out starts at data_meta.
+- raw tracepoints and syscall programs: the context is ``ctx_in`` itself.
+
+Types the kernel cannot test-run fail with ENOTSUPP (524), as there.
+Errors are OSError with the kernel's errno (:func:`userbpf.kernel.errors.bpf_error`).
+"""
+from __future__ import annotations
+
+import errno
+import os
+import struct
+from typing import Callable, Dict, NamedTuple, Optional
+
+from .. import contexts
+from ..uapi import AttachType, ProgType
+from .errors import ENOTSUPP, bpf_error
+
+__all__ = ["TestRunResult", "test_run", "TEST_RUN_TYPES"]
+
+ETH_HLEN = 14
+PAGE_SIZE = 4096
+NET_SKB_PAD = 64                 # max(32, L1_CACHE_BYTES) on x86_64
+NET_IP_ALIGN = 0                 # x86_64
+SKB_SHINFO_SIZE = 320            # SKB_DATA_ALIGN(sizeof(struct skb_shared_info))
+XDP_PACKET_HEADROOM = 256
+GSO_LEGACY_MAX_SIZE = 65536
+GSO_MAX_SEGS = 65535
+MAX_BPF_FUNC_ARGS = 12
+LOOPBACK_IFINDEX = 1
+BPF_F_TEST_RUN_ON_CPU = 1 << 0
+BPF_F_TEST_XDP_LIVE_FRAMES = 1 << 1
+U32_MAX = 0xffffffff
+
+# if_packet.h / if_ether.h
+PACKET_HOST, PACKET_BROADCAST, PACKET_MULTICAST, PACKET_OTHERHOST = 0, 1, 2, 3
+ETH_P_802_3_MIN, ETH_P_802_3, ETH_P_802_2 = 0x600, 0x0001, 0x0004
+ETH_P_IP, ETH_P_IPV6 = 0x0800, 0x86DD
+AF_INET, AF_INET6 = 2, 10
+LOOPBACK_MAC = bytes(6)
+
+
+class TestRunResult(NamedTuple):
+    """What a test run gives back (the kernel's attr.test outputs)."""
+    __test__ = False            # not a pytest class
+    retval: int                 # r0 of the last run, as u32
+    data_out: bytes             # the whole output packet (untruncated)
+    ctx_out: Optional[bytes]    # the output context, when the type has one to give
+    duration: int               # mean ns per run, as the kernel's u32
+
+
+def _align8(n: int) -> int:
+    return (n + 7) & ~7
+
+
+def _duration(total_ns: int, repeat: int) -> int:
+    return min(total_ns // max(repeat, 1), U32_MAX)
+
+
+def _ctx_init(ctx_in: Optional[bytes], ctx_out_wanted: bool, max_size: int) -> Optional[bytearray]:
+    """bpf_ctx_init: None without ctx_in/ctx_out; bytes past max_size must be zero (E2BIG)."""
+    if ctx_in is None and not ctx_out_wanted:
+        return None
+    ctx = bytearray(max_size)
+    if ctx_in is not None:
+        if len(ctx_in) > max_size and any(ctx_in[max_size:]):
+            raise bpf_error(errno.E2BIG, "ctx_in has non-zero bytes past the context struct")
+        n = min(len(ctx_in), max_size)
+        ctx[:n] = ctx_in[:n]
+    return ctx
+
+
+def _zero(buf, lo: int, hi: int) -> bool:
+    return not any(buf[lo:hi])
+
+
+# -- __sk_buff ------------------------------------------------------------------
+
+def _field_spans(struct_) -> Dict[str, tuple]:
+    """name -> (offset, size); array elements (``cb[0]``...) join into one span."""
+    spans: Dict[str, tuple] = {}
+    for f in struct_.fields:
+        name = f.name.split("[")[0]
+        off, size = spans.get(name, (f.off, 0))
+        spans[name] = (off, f.off + f.size - off)
+    return spans
+
+
+_SKB = _field_spans(contexts.ctx_struct(ProgType.SCHED_CLS))
+_SKB_SIZE = contexts.ctx_struct(ProgType.SCHED_CLS).size
+
+# what ctx_in may set (convert___skb_to_skb) and what ctx_out gets back
+# (convert_skb_to___skb)
+SKB_CTX_IN_FIELDS = ("mark", "priority", "ingress_ifindex", "ifindex", "cb", "tstamp",
+                     "wire_len", "gso_segs", "gso_size", "hwtstamp")
+SKB_CTX_OUT_FIELDS = ("mark", "priority", "ingress_ifindex", "ifindex", "tstamp", "cb",
+                      "wire_len", "gso_segs", "hwtstamp")
+_L2_TYPES = frozenset({ProgType.SCHED_CLS, ProgType.SCHED_ACT})
+_DIRECT_PKT_TYPES = frozenset({ProgType.SCHED_CLS, ProgType.SCHED_ACT, ProgType.LWT_IN,
+                               ProgType.LWT_OUT, ProgType.LWT_XMIT})
+
+
+def _get(buf, name: str) -> int:
+    off, size = _SKB[name]
+    return int.from_bytes(buf[off:off + size], "little")
+
+
+def _put(buf, name: str, value: int) -> None:
+    off, size = _SKB[name]
+    buf[off:off + size] = (value & ((1 << (8 * size)) - 1)).to_bytes(size, "little")
+
+
+def _copy_field(dst, src, name: str) -> None:
+    off, size = _SKB[name]
+    dst[off:off + size] = src[off:off + size]
+
+
+def _check_skb_ctx_in(ctx: bytearray, pkt_len: int) -> None:
+    """convert___skb_to_skb: every byte outside the settable fields is zero."""
+    allowed = bytearray(_SKB_SIZE)
+    for name in SKB_CTX_IN_FIELDS:
+        off, size = _SKB[name]
+        allowed[off:off + size] = b"\xff" * size
+    if any(b and not a for b, a in zip(ctx, allowed)):
+        raise bpf_error(errno.EINVAL, "ctx_in sets __sk_buff fields a test run may not set")
+    wire_len = _get(ctx, "wire_len")
+    if wire_len and (wire_len < pkt_len or wire_len > GSO_LEGACY_MAX_SIZE):
+        raise bpf_error(errno.EINVAL, f"wire_len {wire_len} is not in "
+                                      f"[{pkt_len}, {GSO_LEGACY_MAX_SIZE}]")
+    if _get(ctx, "gso_segs") > GSO_MAX_SEGS:
+        raise bpf_error(errno.EINVAL, "gso_segs is larger than GSO_MAX_SEGS")
+
+
+def eth_type_trans(frame: bytes, dev_addr: bytes = LOOPBACK_MAC):
+    """``(protocol (host order), pkt_type)`` of an Ethernet frame, as the kernel's
+    eth_type_trans gives them for a device with address ``dev_addr``.
+
+    >>> eth_type_trans(bytes.fromhex("ffffffffffff" "020000000001" "0800") + bytes(20))
+    (2048, 1)
+    """
+    dest = frame[0:6]
+    if dest[0] & 1:
+        pkt_type = PACKET_BROADCAST if dest == b"\xff" * 6 else PACKET_MULTICAST
+    elif dest != dev_addr:
+        pkt_type = PACKET_OTHERHOST
+    else:
+        pkt_type = PACKET_HOST
+    proto = int.from_bytes(frame[12:14], "big")
+    if proto >= ETH_P_802_3_MIN:
+        return proto, pkt_type
+    if frame[14:16] == b"\xff\xff":
+        return ETH_P_802_3, pkt_type           # raw 802.3 (IPX)
+    return ETH_P_802_2, pkt_type
+
+
+def _run_skb(program, data_in, ctx_in, ctx_out_wanted, repeat, cpu, flags, batch_size,
+             ncpus):
+    if flags or cpu or batch_size:
+        raise bpf_error(errno.EINVAL, "flags, cpu and batch_size must be 0 for skb programs")
+    data = bytes(data_in or b"")
+    size = len(data)
+    headroom, tailroom = NET_SKB_PAD + NET_IP_ALIGN, SKB_SHINFO_SIZE
+    if size < ETH_HLEN or size > PAGE_SIZE - headroom - tailroom:
+        raise bpf_error(errno.EINVAL, f"data_size_in {size} is not in "
+                                      f"[{ETH_HLEN}, {PAGE_SIZE - headroom - tailroom}]")
+    user_ctx = _ctx_init(ctx_in, ctx_out_wanted, _SKB_SIZE)
+    ptype = program.prog_type
+    is_l2 = ptype in _L2_TYPES
+    if user_ctx is not None and _get(user_ctx, "ifindex") > LOOPBACK_IFINDEX:
+        raise bpf_error(errno.ENODEV, "userbpf's test runs have only the loopback device")
+    cap = headroom + _align8(size) + tailroom
+    buf = bytearray(cap)
+    buf[headroom:headroom + size] = data
+    protocol, pkt_type = eth_type_trans(data)
+    net = headroom + ETH_HLEN                      # skb->data after eth_type_trans
+    struct_ = contexts.ctx_struct(ptype, program.expected_attach_type)
+    ctx = bytearray(struct_.internal_size)
+    _put(ctx, "pkt_type", pkt_type)
+    _put(ctx, "protocol", int.from_bytes(protocol.to_bytes(2, "big"), "little"))  # __be16
+    _put(ctx, "ifindex", LOOPBACK_IFINDEX)
+    # the test run's socket: family and addresses from the packet's IP header
+    if protocol == ETH_P_IP:
+        _put(ctx, "family", AF_INET)
+        if size - ETH_HLEN >= 20:
+            ip = data[ETH_HLEN:]
+            ctx[_SKB["local_ip4"][0]:_SKB["local_ip4"][0] + 4] = ip[12:16]
+            ctx[_SKB["remote_ip4"][0]:_SKB["remote_ip4"][0] + 4] = ip[16:20]
+    elif protocol == ETH_P_IPV6:
+        _put(ctx, "family", AF_INET6)
+        if size - ETH_HLEN >= 40:
+            ip = data[ETH_HLEN:]
+            ctx[_SKB["local_ip6"][0]:_SKB["local_ip6"][0] + 16] = ip[8:24]
+            ctx[_SKB["remote_ip6"][0]:_SKB["remote_ip6"][0] + 16] = ip[24:40]
+    start = net - ETH_HLEN if is_l2 else net
+    length = headroom + size - start
+    if user_ctx is not None:
+        _check_skb_ctx_in(user_ctx, length)
+        for name in ("mark", "priority", "ingress_ifindex", "tstamp", "cb", "gso_segs",
+                     "gso_size", "hwtstamp"):
+            _copy_field(ctx, user_ctx, name)
+        _put(ctx, "wire_len", _get(user_ctx, "wire_len") or length)
+    else:
+        _put(ctx, "wire_len", length)
+    _put(ctx, "len", length)
+    r0, ns, meta, dstart, dend = program._vm.run_ctx(
+        ctx, _align8(struct_.size), buf, kind=2, data=start, end=start + length,
+        tailroom=tailroom, mac_len=ETH_HLEN, l2=is_l2,
+        writable=contexts.may_access_direct_pkt_data(ptype, write=True),
+        repeat=repeat, cpu=program._cpu(None))
+    out = bytes(buf[dstart:dend])
+    if not is_l2:
+        out = bytes(ETH_HLEN) + out
+    ctx_out = None
+    if user_ctx is not None:
+        for name in SKB_CTX_OUT_FIELDS:
+            _copy_field(user_ctx, ctx, name)
+        ctx_out = bytes(user_ctx)
+    return TestRunResult(r0 & U32_MAX, out, ctx_out, _duration(ns, repeat))
+
+
+# -- xdp_md ---------------------------------------------------------------------
+
+_XDP_SIZE = contexts.ctx_struct(ProgType.XDP).size
+_XDP_FIELDS = {f.name: f.off for f in contexts.ctx_struct(ProgType.XDP).fields}
+
+
+def _run_xdp(program, data_in, ctx_in, ctx_out_wanted, repeat, cpu, flags, batch_size,
+             ncpus):
+    if program.expected_attach_type in (AttachType.XDP_DEVMAP, AttachType.XDP_CPUMAP):
+        raise bpf_error(errno.EINVAL, "XDP programs for devmap/cpumap cannot be test-run")
+    if flags & ~BPF_F_TEST_XDP_LIVE_FRAMES:
+        raise bpf_error(errno.EINVAL, f"unknown test_run flags {flags:#x}")
+    if flags & BPF_F_TEST_XDP_LIVE_FRAMES:
+        raise bpf_error(errno.EOPNOTSUPP, "BPF_F_TEST_XDP_LIVE_FRAMES needs network "
+                                          "devices (the hooks issue)")
+    if batch_size:
+        raise bpf_error(errno.EINVAL, "batch_size needs BPF_F_TEST_XDP_LIVE_FRAMES")
+    data = bytes(data_in or b"")
+    size = len(data)
+    user_ctx = _ctx_init(ctx_in, ctx_out_wanted, _XDP_SIZE)
+    headroom, tailroom = XDP_PACKET_HEADROOM, SKB_SHINFO_SIZE
+    meta_len = 0
+    if user_ctx is not None:
+        md = struct.unpack_from("<6I", user_ctx)
+        c_data, c_end, c_meta, ingress, rxq, egress = md
+        if c_meta or c_end != size or c_data > c_end or c_data % 4 or c_data > 32:
+            raise bpf_error(errno.EINVAL, "xdp_md ctx_in: data_meta must be 0, data_end the "
+                                          "packet size and data a metadata length "
+                                          "(multiple of 4, at most 32)")
+        headroom -= c_data
+        meta_len = c_data
+    max_data = PAGE_SIZE - headroom - tailroom
+    linear = min(size, max_data)
+    if linear < ETH_HLEN:
+        raise bpf_error(errno.EINVAL, f"data_size_in {size} is less than {ETH_HLEN}")
+    if user_ctx is not None:
+        if egress:
+            raise bpf_error(errno.EINVAL, "egress_ifindex must be 0")
+        if not ingress and rxq:
+            raise bpf_error(errno.EINVAL, "rx_queue_index needs ingress_ifindex")
+        if ingress:
+            raise bpf_error(errno.ENODEV if ingress != LOOPBACK_IFINDEX else errno.EINVAL,
+                            "userbpf's test runs have no XDP receive queues")
+    frags = data[linear:]
+    buf = bytearray(PAGE_SIZE)
+    buf[headroom:headroom + linear] = data[:linear]
+    struct_ = contexts.ctx_struct(ProgType.XDP, program.expected_attach_type)
+    ctx = bytearray(struct_.internal_size)
+    ctx[_XDP_FIELDS["ingress_ifindex"]:_XDP_FIELDS["ingress_ifindex"] + 4] = \
+        LOOPBACK_IFINDEX.to_bytes(4, "little")
+    r0, ns, meta, dstart, dend = program._vm.run_ctx(
+        ctx, _align8(struct_.size), buf, kind=1, meta=headroom,
+        data=headroom + meta_len, end=headroom + linear, tailroom=tailroom, writable=True,
+        repeat=repeat, cpu=program._cpu(None))
+    out = bytes(buf[meta:dend]) + frags
+    ctx_out = None
+    if user_ctx is not None:
+        struct.pack_into("<II", user_ctx, 0, dstart - meta, dend - meta)
+        ctx_out = bytes(user_ctx)
+    return TestRunResult(r0 & U32_MAX, out, ctx_out, _duration(ns, repeat))
+
+
+# -- contexts that are the user's bytes -------------------------------------------
+
+def _run_raw_tp(program, data_in, ctx_in, ctx_out_wanted, repeat, cpu, flags, batch_size,
+                ncpus):
+    if data_in is not None or ctx_out_wanted or repeat or batch_size:
+        raise bpf_error(errno.EINVAL, "raw tracepoint test runs take only ctx_in, flags "
+                                      "and cpu")
+    ctx_in = bytes(ctx_in or b"")
+    if len(ctx_in) < program.max_ctx_offset or len(ctx_in) > MAX_BPF_FUNC_ARGS * 8:
+        raise bpf_error(errno.EINVAL, f"ctx_size_in {len(ctx_in)} is not in "
+                                      f"[{program.max_ctx_offset}, {MAX_BPF_FUNC_ARGS * 8}]")
+    if not flags & BPF_F_TEST_RUN_ON_CPU and cpu:
+        raise bpf_error(errno.EINVAL, "cpu needs BPF_F_TEST_RUN_ON_CPU")
+    if flags & ~BPF_F_TEST_RUN_ON_CPU:
+        raise bpf_error(errno.EINVAL, f"unknown test_run flags {flags:#x}")
+    if flags & BPF_F_TEST_RUN_ON_CPU and cpu >= ncpus:
+        raise bpf_error(errno.ENXIO, f"cpu {cpu} is not online")
+    base = _align8(MAX_BPF_FUNC_ARGS * 8)
+    ctx = bytearray(base + 8 * len(contexts.CtxPtr))
+    ctx[:len(ctx_in)] = ctx_in
+    run_cpu = cpu if flags & BPF_F_TEST_RUN_ON_CPU else program._cpu(None)
+    r0, _, _, _, _ = program._vm.run_ctx(ctx, base, None, repeat=1, cpu=run_cpu)
+    return TestRunResult(r0 & U32_MAX, b"", None, 0)
+
+
+TEST_RUN_TYPES: Dict[int, Callable] = {
+    ProgType.SOCKET_FILTER: _run_skb,
+    ProgType.SCHED_CLS: _run_skb,
+    ProgType.SCHED_ACT: _run_skb,
+    ProgType.CGROUP_SKB: _run_skb,
+    ProgType.LWT_IN: _run_skb,
+    ProgType.LWT_OUT: _run_skb,
+    ProgType.LWT_XMIT: _run_skb,
+    ProgType.LWT_SEG6LOCAL: _run_skb,
+    ProgType.XDP: _run_xdp,
+    ProgType.RAW_TRACEPOINT: _run_raw_tp,
+}
+
+
+def test_run(program, data_in: Optional[bytes] = None, ctx_in: Optional[bytes] = None, *,
+             ctx_out: bool = False, repeat: int = 1, cpu: int = 0, flags: int = 0,
+             batch_size: int = 0, ncpus: Optional[int] = None) -> TestRunResult:
+    """Test-run ``program`` (a :class:`userbpf.Program` with a ``prog_type``).
+
+    ``ctx_out`` asks for the output context even without ``ctx_in``;
+    ``repeat`` 0 means 1, as in the kernel; ``ncpus`` bounds ``cpu`` for
+    BPF_F_TEST_RUN_ON_CPU (default: this machine's CPUs).
+
+    >>> from userbpf import Program
+    >>> p = Program("r2 = *(u32 *)(r1 + 4)\\nr3 = *(u32 *)(r1 + 0)\\n"
+    ...             "r0 = r2\\nr0 -= r3\\nexit", prog_type=ProgType.XDP)
+    >>> test_run(p, bytes(60)).retval          # data_end - data
+    60
+    """
+    if program.prog_type is None:
+        raise ValueError("test_run needs a Program loaded with a prog_type")
+    runner = TEST_RUN_TYPES.get(program.prog_type)
+    if runner is None:
+        raise bpf_error(ENOTSUPP, f"{ProgType(program.prog_type).name} programs cannot be "
+                                  "test-run (they run from their hooks)")
+    if runner is not _run_raw_tp:
+        repeat = repeat or 1
+    return runner(program, data_in, ctx_in, ctx_out, repeat, cpu, flags, batch_size,
+                  ncpus or os.cpu_count() or 1)
