@@ -15,12 +15,15 @@ The whole grid (about 44,000 loads) takes about 5 s, so it is not marked slow.
 from __future__ import annotations
 
 import errno
+import random
 from typing import List, Optional, Tuple
 
 import pytest
 
 from userbpf import isa
-from userbpf.contexts import CtxAccessError, check_ctx_access, ctx_struct, LOAD_ATTACH_TYPES
+from userbpf.contexts import (CTX_ATOMIC_ERROR, LOAD_ATTACH_TYPES, CtxAccessError, _table,
+                              check_ctx_access, check_flow_keys_access, ctx_reg_type,
+                              ctx_struct)
 from userbpf.uapi import ProgFlag, ProgType
 
 pytestmark = pytest.mark.kernel
@@ -29,10 +32,17 @@ SIZE_CODE = {1: isa.Size.B, 2: isa.Size.H, 4: isa.Size.W, 8: isa.Size.DW}
 CTX_REJECT = "invalid bpf_context access"
 
 
-def probe_code(off: int, size: int, write: bool) -> list:
-    """The one-access program: a load into r0 or a store of r2 = 0."""
-    if write:
+def probe_code(off: int, size: int, write: bool, form: str = "") -> list:
+    """The one-access program: a load into r0 or a store of r2 = 0.
+
+    ``form`` "st" stores an immediate (BPF_ST), "sx" sign-extends the load.
+    """
+    if write and form == "st":
+        body = [isa.BPF_ST_MEM(SIZE_CODE[size], 1, off, 0)]
+    elif write:
         body = [isa.BPF_MOV64_IMM(2, 0), isa.BPF_STX_MEM(SIZE_CODE[size], 1, 2, off)]
+    elif form == "sx":
+        body = [isa.BPF_LDX_MEMSX(SIZE_CODE[size], 0, 1, off)]
     else:
         body = [isa.BPF_LDX_MEM(SIZE_CODE[size], 0, 1, off)]
     # r0 = 1 is in range for every checked return (cgroup [0,1], recvmsg [1,1] ...)
@@ -49,19 +59,20 @@ def load(host, code, prog_type: int, eat: int):
 
 
 def kernel_verdict(host, prog_type: int, eat: int, off: int, size: int,
-                   write: bool) -> Tuple[bool, str]:
+                   write: bool, form: str = "") -> Tuple[bool, str]:
     """(accepted, log) from the live kernel."""
     try:
-        p = load(host, probe_code(off, size, write), prog_type, eat)
+        p = load(host, probe_code(off, size, write, form), prog_type, eat)
     except host.HostError as e:
         return False, f"errno={e.errno} " + e.log
     p.close()
     return True, ""
 
 
-def model_verdict(prog_type: int, eat: int, off: int, size: int, write: bool) -> Tuple[bool, str]:
+def model_verdict(prog_type: int, eat: int, off: int, size: int, write: bool,
+                  form: str = "") -> Tuple[bool, str]:
     try:
-        check_ctx_access(prog_type, eat, off, size, write)
+        check_ctx_access(prog_type, eat, off, size, write, sign_extend=form == "sx")
     except CtxAccessError as e:
         return False, str(e)
     return True, ""
@@ -94,13 +105,14 @@ def loadable(host, prog_type: int, eat: int) -> None:
         raise
 
 
-def compare(host, prog_type: int, eat: int, cells) -> List[str]:
+def compare(host, prog_type: int, eat: int, cells, form: str = "") -> List[str]:
     """Mismatches between kernel and model over ``cells``, as readable lines."""
     bad = []
     for off, size, write in cells:
-        k_ok, log = kernel_verdict(host, prog_type, eat, off, size, write)
-        m_ok, msg = model_verdict(prog_type, eat, off, size, write)
-        what = f"{ProgType(prog_type).name}/{eat} {'st' if write else 'ld'} off={off} size={size}"
+        k_ok, log = kernel_verdict(host, prog_type, eat, off, size, write, form)
+        m_ok, msg = model_verdict(prog_type, eat, off, size, write, form)
+        what = (f"{ProgType(prog_type).name}/{eat} {'st' if write else 'ld'}{form} "
+                f"off={off} size={size}")
         if not k_ok and msg not in log:
             bad.append(f"{what}: kernel rejects with {log.strip().splitlines()[-3:]!r}, "
                        f"model {'accepts' if m_ok else 'says ' + msg!r}")
@@ -125,3 +137,93 @@ def test_grid_matches_kernel(host, prog_type, eat):
     cells = grid(prog_type, eat)
     bad = compare(host, prog_type, eat, cells)
     assert not bad, f"{len(bad)} of {len(cells)} differ:\n" + "\n".join(bad[:40])
+
+
+def form_cells(prog_type: int, eat: int, form: str):
+    """The grid cells a form applies to: BPF_ST stores, MEMSX loads of 1/2/4 bytes."""
+    if form == "st":
+        return [c for c in grid(prog_type, eat) if c[2]]
+    return [c for c in grid(prog_type, eat) if not c[2] and c[1] != 8]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("form", ["st", "sx"])
+@pytest.mark.parametrize("prog_type,eat", variants())
+def test_st_and_sign_extending_grid_matches_kernel(host, prog_type, eat, form):
+    loadable(host, prog_type, eat)
+    cells = form_cells(prog_type, eat, form)
+    bad = compare(host, prog_type, eat, cells, form)
+    assert not bad, f"{len(bad)} of {len(cells)} differ:\n" + "\n".join(bad[:40])
+
+
+@pytest.mark.parametrize("form", ["st", "sx"])
+@pytest.mark.parametrize("prog_type,eat", variants())
+def test_st_and_sign_extending_sample_matches_kernel(host, prog_type, eat, form):
+    """A seeded tenth of the grid above, plus every cell the table permits."""
+    loadable(host, prog_type, eat)
+    cells = form_cells(prog_type, eat, form)
+    permitted = [c for c in cells if model_verdict(prog_type, eat, *c)[0]]
+    rng = random.Random(f"{prog_type}/{eat}/{form}")
+    sample = sorted(set(rng.sample(cells, len(cells) // 10)) | set(permitted))
+    bad = compare(host, prog_type, eat, sample, form)
+    assert not bad, f"{len(bad)} of {len(sample)} differ:\n" + "\n".join(bad[:40])
+
+
+def pointer_loads():
+    out = []
+    for v in variants():
+        prog_type, eat = v.values
+        if prog_type in BIG_CTX_OFFSETS or prog_type == ProgType.LIRC_MODE2:
+            continue
+        for (off, size, write), acc in sorted(_table(prog_type, eat).ok.items()):
+            if not write and acc.ptr is not None:
+                out.append(pytest.param(prog_type, eat, off, size,
+                                        id=f"{ProgType(prog_type).name}-{eat}-{off}"))
+    return out
+
+
+@pytest.mark.parametrize("prog_type,eat,off,size", pointer_loads())
+def test_pointer_loads_have_the_kernels_register_type(host, prog_type, eat, off, size):
+    code = probe_code(off, size, False)
+    p = host.prog_load(code, prog_type, expected_attach_type=eat, log_level=2,
+                       prog_flags=int(LOAD_FLAGS.get(prog_type, 0)))
+    p.close()
+    line = next(l for l in p.log.splitlines() if l.startswith("0: ("))
+    state = line.split(";")[-1].split()
+    r0 = next(x for x in state if x.startswith(("R0=", "R0_w=")))
+    assert r0.split("=", 1)[1].split("(")[0] == ctx_reg_type(prog_type, eat, off, size)
+
+
+def test_flow_keys_accesses_match_kernel(host):
+    """Through the flow_keys pointer: every offset -2..64, sizes 1..8, load and store."""
+    bad = []
+    for write in (False, True):
+        for size in (1, 2, 4, 8):
+            for off in range(-2, 65):
+                body = [isa.BPF_LDX_MEM(isa.Size.DW, 2, 1, 144)]
+                if write:
+                    body += [isa.BPF_MOV64_IMM(3, 0), isa.BPF_STX_MEM(SIZE_CODE[size], 2, 3, off)]
+                else:
+                    body += [isa.BPF_LDX_MEM(SIZE_CODE[size], 0, 2, off)]
+                body += [isa.BPF_MOV64_IMM(0, 1), isa.BPF_EXIT_INSN()]
+                try:
+                    host.prog_load(body, ProgType.FLOW_DISSECTOR).close()
+                    k_ok, log = True, ""
+                except host.HostError as e:
+                    k_ok, log = False, e.log
+                try:
+                    check_flow_keys_access(off, size)
+                    m_ok, msg = True, ""
+                except CtxAccessError as e:
+                    m_ok, msg = False, str(e)
+                if k_ok != m_ok or (not k_ok and msg not in log):
+                    bad.append((write, off, size, k_ok, log.strip().splitlines()[-2:]))
+    assert not bad, bad[:20]
+
+
+def test_atomics_on_ctx_are_refused_with_the_kernels_message(host):
+    code = [isa.BPF_MOV64_IMM(2, 1), isa.BPF_ATOMIC_OP(isa.Size.W, int(isa.AtomicOp.ADD), 1, 2, 48),
+            isa.BPF_MOV64_IMM(0, 1), isa.BPF_EXIT_INSN()]
+    with pytest.raises(host.HostError) as e:
+        host.prog_load(code, ProgType.SCHED_CLS)
+    assert CTX_ATOMIC_ERROR.format(reg=1) in e.value.log

@@ -41,7 +41,8 @@ from .uapi import AttachType, ProgType
 __all__ = [
     "CtxPtr", "Field", "CtxStruct", "CtxAccess", "CtxAccessError",
     "ctx_struct", "check_ctx_access", "ctx_fields_access", "may_access_skb",
-    "may_access_direct_pkt_data", "STRUCTS", "LOAD_ATTACH_TYPES",
+    "may_access_direct_pkt_data", "STRUCTS", "LOAD_ATTACH_TYPES", "ctx_reg_type",
+    "check_flow_keys_access", "FLOW_KEYS", "CTX_ATOMIC_ERROR", "PTR_REG_TYPES",
 ]
 
 
@@ -66,6 +67,15 @@ class CtxPtr(IntEnum):
 
 
 N_PTR_SLOTS = len(CtxPtr)
+
+# The verifier's register type for each pointer kind, as its log prints it
+# (``R0=pkt(r=0)``); a few fields override it (REG_TYPE_OVERRIDES below).
+PTR_REG_TYPES: Dict[CtxPtr, str] = {
+    CtxPtr.PKT: "pkt", CtxPtr.PKT_END: "pkt_end", CtxPtr.PKT_META: "pkt_meta",
+    CtxPtr.FLOW_KEYS: "flow_keys", CtxPtr.SOCK: "sock", CtxPtr.SOCK2: "sock_common_or_null",
+    CtxPtr.OPTVAL: "pkt", CtxPtr.OPTVAL_END: "pkt_end", CtxPtr.TP_BUFFER: "tp_buffer",
+    CtxPtr.NF_STATE: "trusted_ptr_nf_hook_state", CtxPtr.NF_SKB: "trusted_ptr_sk_buff",
+}
 
 
 class Field(NamedTuple):
@@ -287,7 +297,16 @@ NF_CTX = _layout("bpf_nf_ctx", [("state", U64), ("skb", U64)], size=16)
 SYSCALL_CTX_MAX = 0xFFFF
 SYSCALL_CTX = CtxStruct("syscall_ctx", SYSCALL_CTX_MAX, (), _align8(SYSCALL_CTX_MAX))
 
-STRUCTS: Dict[str, CtxStruct] = {s.name: s for s in (
+# What __sk_buff.flow_keys points to in a flow dissector (not a ctx itself).
+FLOW_KEYS = _layout("bpf_flow_keys", [
+    ("nhoff", U16), ("thoff", U16), ("addr_proto", U16), ("is_frag", U8),
+    ("is_first_frag", U8), ("is_encap", U8), ("ip_proto", U8), ("n_proto", U16),
+    ("sport", U16), ("dport", U16),
+    [[("ipv4_src", U32), ("ipv4_dst", U32)], [("ipv6_src", U32, 4), ("ipv6_dst", U32, 4)]],
+    ("flags", U32), ("flow_label", U32),
+], size=56)
+
+STRUCTS: Dict[str, CtxStruct] = {s.name: s for s in (FLOW_KEYS, 
     SK_BUFF, XDP_MD, CGROUP_DEV_CTX, SYSCTL, BPF_SOCK, SOCK_ADDR, SOCK_OPS, SK_MSG_MD,
     SK_REUSEPORT_MD, SOCKOPT, SK_LOOKUP, PT_REGS, PERF_EVENT_DATA, RAW_TP_ARGS,
     TRACE_RECORD, LIRC_SAMPLE, NF_CTX, SYSCALL_CTX)}
@@ -307,6 +326,7 @@ class _Table:
     def __init__(self, struct: CtxStruct):
         self.struct = struct
         self.ok: Dict[Tuple[int, int, bool], CtxAccess] = {}
+        self.reg_types: Dict[int, str] = {}     # off -> verifier type, where not the kind's
         # Big regions (tracepoint, syscall) are kept as ranges, not enumerated:
         # (lo, hi, sizes, write)
         self.spans: List[Tuple[int, int, Tuple[int, ...], bool]] = []
@@ -331,9 +351,15 @@ class _Table:
 
     # -- rules -----------------------------------------------------------
     def full(self, *names: str, read: bool = True, write: bool = False,
-             ptr: Optional[CtxPtr] = None) -> "_Table":
-        """Only the field's own size at its own offset."""
+             ptr: Optional[CtxPtr] = None, reg_type: Optional[str] = None) -> "_Table":
+        """Only the field's own size at its own offset.
+
+        ``reg_type`` names the verifier's register type of the loaded
+        pointer when it is not the default of ``ptr``'s kind.
+        """
         for f in self._fields(names):
+            if reg_type:
+                self.reg_types[f.off] = reg_type
             if read:
                 self._add(f.off, f.size, False, ptr)
             if write:
@@ -436,7 +462,7 @@ def _skb_base(readable: Iterable[str], writable: Iterable[str]) -> _Table:
         if base in _SKB_PTRS:
             t.full(f.name, ptr=_SKB_PTRS[base])
         elif base == "sk":
-            t.full(f.name, ptr=CtxPtr.SOCK)
+            t.full(f.name, ptr=CtxPtr.SOCK, reg_type="sock_common_or_null")
         elif base in ("tstamp", "hwtstamp"):
             t.full(f.name, write=base in writable and base == "tstamp")
         elif base in ("flow_keys",):
@@ -582,7 +608,7 @@ def _sock_ops(eat: int) -> _Table:
     u64 = {"bytes_received", "bytes_acked", "sk", "skb_data", "skb_data_end", "skb_hwtstamp"}
     t.full(*[f.name for f in SOCK_OPS.fields if f.name not in u64])
     t.full("bytes_received", "bytes_acked", "skb_hwtstamp")
-    t.full("sk", ptr=CtxPtr.SOCK).full("skb_data", ptr=CtxPtr.PKT)
+    t.full("sk", ptr=CtxPtr.SOCK, reg_type="sock_or_null").full("skb_data", ptr=CtxPtr.PKT)
     t.full("skb_data_end", ptr=CtxPtr.PKT_END)
     t.narrow("skb_tcp_flags", start_only=True)
     return t.full("reply", "sk_txhash", read=False, write=True)
@@ -631,7 +657,7 @@ def _sk_lookup(eat: int) -> _Table:
     # sk_lookup_is_valid_access: read only; remote_port is a __be16 also
     # readable as u32 (with the zero padding after it), padding readable.
     t = _Table(SK_LOOKUP)
-    t.full("sk", ptr=CtxPtr.SOCK)
+    t.full("sk", ptr=CtxPtr.SOCK, reg_type="sock_or_null")
     t.narrow("family", "protocol", "remote_ip4", "local_ip4", "remote_ip6[]", "local_ip6[]",
              "local_port", "ingress_ifindex")
     port = SK_LOOKUP.field("remote_port").off
@@ -799,11 +825,15 @@ def ctx_struct(prog_type: int, expected_attach_type: int = 0) -> CtxStruct:
 
 
 def check_ctx_access(prog_type: int, expected_attach_type: int, off: int, size: int,
-                     write: bool) -> CtxAccess:
+                     write: bool, sign_extend: bool = False) -> CtxAccess:
     """Where a ``size``-byte load (or store, ``write``) at ctx offset ``off`` goes.
 
     Raises :class:`CtxAccessError` with the verifier's message when the kernel
     refuses the access for this program type and expected_attach_type.
+    Stores may be BPF_STX or BPF_ST (the kernel checks both alike); atomics
+    on ctx are always refused (see :data:`CTX_ATOMIC_ERROR`).  A
+    sign-extending load (BPF_MEMSX, ``sign_extend``) is refused where the
+    load would yield a pointer.
 
     >>> check_ctx_access(ProgType.SCHED_CLS, 0, 48, 8, True)     # cb[0..1] as one u64
     CtxAccess(off=48, size=8, ptr=None)
@@ -817,9 +847,47 @@ def check_ctx_access(prog_type: int, expected_attach_type: int, off: int, size: 
     CtxAccess(off=20, size=4, ptr=None)
     """
     acc = _table(int(prog_type), int(expected_attach_type)).lookup(off, size, bool(write))
-    if acc is None:
+    if acc is None or (sign_extend and acc.ptr is not None):
         raise CtxAccessError(f"invalid bpf_context access off={off} size={size}")
     return acc
+
+
+# BPF_ATOMIC on a ctx pointer; the kernel names the register (R%d).
+CTX_ATOMIC_ERROR = "BPF_ATOMIC stores into R{reg} ctx is not allowed"
+
+
+def ctx_reg_type(prog_type: int, expected_attach_type: int, off: int, size: int) -> str:
+    """The verifier's register type after a permitted load ("scalar" for plain fields).
+
+    The names are those of the verifier log (``pkt``, ``sock_or_null`` ...).
+
+    >>> ctx_reg_type(ProgType.SCHED_CLS, 0, 168, 8)       # __sk_buff.sk
+    'sock_common_or_null'
+    >>> ctx_reg_type(ProgType.CGROUP_SOCKOPT, AttachType.CGROUP_GETSOCKOPT, 8, 8)   # optval
+    'pkt'
+    >>> ctx_reg_type(ProgType.SCHED_CLS, 0, 0, 4)
+    'scalar'
+    """
+    t = _table(int(prog_type), int(expected_attach_type))
+    acc = check_ctx_access(prog_type, expected_attach_type, off, size, False)
+    if acc.ptr is None:
+        return "scalar"
+    return t.reg_types.get(off, PTR_REG_TYPES[acc.ptr])
+
+
+def check_flow_keys_access(off: int, size: int) -> None:
+    """Accesses through the flow dissector's ``flow_keys`` pointer (check_flow_keys_access).
+
+    Any offset and size inside ``struct bpf_flow_keys``, read or write.
+
+    >>> check_flow_keys_access(48, 8)
+    >>> check_flow_keys_access(52, 8)
+    Traceback (most recent call last):
+    ...
+    userbpf.contexts.CtxAccessError: invalid access to flow keys off=52 size=8
+    """
+    if off < 0 or size < 0 or off + size > FLOW_KEYS.size:
+        raise CtxAccessError(f"invalid access to flow keys off={off} size={size}")
 
 
 def ctx_fields_access(prog_type: int, expected_attach_type: int = 0
