@@ -10,9 +10,9 @@ import subprocess
 
 import pytest
 
-from userbpf.contexts import (CtxAccess, CtxAccessError, CtxPtr, check_ctx_access,
-                              ctx_fields_access, ctx_struct, may_access_direct_pkt_data,
-                              may_access_skb)
+from userbpf.contexts import (STRUCTS, CtxAccess, CtxAccessError, CtxPtr, check_ctx_access,
+                              check_flow_keys_access, ctx_fields_access, ctx_reg_type,
+                              ctx_struct, may_access_direct_pkt_data, may_access_skb)
 from userbpf.uapi import AttachType, ProgType
 
 P = ProgType
@@ -61,41 +61,71 @@ def test_xdp_md_layout():
     assert s.size == 24 and s.slot(CtxPtr.PKT) == 24 and s.slot(CtxPtr.PKT_META) == 40
 
 
-# Offsets of the 6.1 header in /usr/include must agree (the members both know).
+# Offsets of the 6.1 headers in /usr/include must agree (the members both
+# know: 6.2 added bpf_sock_ops.skb_hwtstamp).
 C_CHECK = r"""
 #include <stdio.h>
 #include <stddef.h>
 #include <linux/bpf.h>
-#define F(s, f) printf("%s %s %zu %zu\n", #s, #f, offsetof(struct s, f), sizeof(((struct s *)0)->f));
+#include <linux/bpf_perf_event.h>
+#include <asm/ptrace.h>
+#define F(s, f) printf("%s %zu %zu\n", #f, offsetof(s, f), sizeof(((s *)0)->f));
 int main(void) {
-%s
+    BODY
+    printf("sizeof %zu 0\n", sizeof(STRUCT));
     return 0;
 }
 """
+NEWER_THAN_HEADER = {"bpf_sock_ops": {"skb_hwtstamp"}}
+# asm/ptrace.h names x86_64 registers the user-space way.
+USER_PT_REGS = {"bp": "rbp", "bx": "rbx", "ax": "rax", "cx": "rcx", "dx": "rdx", "si": "rsi",
+                "di": "rdi", "orig_ax": "orig_rax", "ip": "rip", "flags": "eflags", "sp": "rsp"}
+HEADER_STRUCTS = ["__sk_buff", "xdp_md", "bpf_sock", "bpf_sock_addr", "bpf_sock_ops",
+                  "sk_msg_md", "sk_reuseport_md", "bpf_sockopt", "bpf_sk_lookup",
+                  "bpf_cgroup_dev_ctx", "bpf_sysctl", "bpf_flow_keys", "pt_regs",
+                  "bpf_perf_event_data"]
 
 
-def _c_member(name):
-    return name.replace("[", "[").replace("]", "]")
-
-
-@pytest.mark.parametrize("pt", [P.SCHED_CLS, P.XDP])
-def test_layout_matches_installed_header(pt, tmp_path):
+def _compile_and_run(tmp_path, src_text):
     if not shutil.which("gcc"):
         pytest.skip("gcc is absent")
-    s = ctx_struct(pt)
-    lines = "\n".join(f"F({s.name}, {f.name})" for f in s.fields)
     src = tmp_path / "off.c"
-    src.write_text(C_CHECK.replace("%s\n    return", lines + "\n    return", 1))
+    src.write_text(src_text)
     exe = tmp_path / "off"
     r = subprocess.run(["gcc", "-o", str(exe), str(src)], capture_output=True, text=True)
     if r.returncode:
-        pytest.skip(f"cannot compile against /usr/include/linux/bpf.h: {r.stderr[:200]}")
-    out = subprocess.run([str(exe)], capture_output=True, text=True, check=True).stdout
+        pytest.skip(f"cannot compile against /usr/include/linux/bpf.h: {r.stderr[:300]}")
+    return subprocess.run([str(exe)], capture_output=True, text=True, check=True).stdout
+
+
+@pytest.mark.parametrize("name", HEADER_STRUCTS)
+def test_layout_matches_installed_header(name, tmp_path):
+    s = STRUCTS[name]
+    newer = NEWER_THAN_HEADER.get(name, set())
+    fields = [f for f in s.fields if f.name not in newer]
+    if name == "bpf_perf_event_data":      # members are "regs" then two u64s
+        fields = [f for f in fields if f.name in ("sample_period", "addr")]
+    c_name = {f.name: USER_PT_REGS.get(f.name, f.name) if name == "pt_regs" else f.name
+              for f in fields}
+    body = "\n    ".join(f"F(struct {name}, {c_name[f.name]})" for f in fields)
+    out = _compile_and_run(tmp_path, C_CHECK.replace("BODY", body)
+                           .replace("STRUCT", f"struct {name}"))
     got = {}
     for line in out.splitlines():
-        _, member, off, size = line.split()
+        member, off, size = line.split()
         got[member] = (int(off), int(size))
-    assert got == {f.name: (f.off, f.size) for f in s.fields}
+    assert {c_name[f.name]: (f.off, f.size) for f in fields} == {
+        k: v for k, v in got.items() if k != "sizeof"}
+    if not newer:
+        assert got["sizeof"][0] == s.size
+
+
+def test_every_prog_type_but_unspec_has_a_context():
+    for pt in ProgType:
+        if pt == P.UNSPEC:
+            continue
+        s = ctx_struct(pt)
+        assert s.internal_size == (s.size + 7) // 8 * 8 + 8 * len(CtxPtr)
 
 
 # --- __sk_buff rules ---------------------------------------------------------
@@ -206,3 +236,152 @@ def test_direct_packet_writes():
 def test_unknown_type_is_a_value_error():
     with pytest.raises(ValueError):
         ctx_struct(P.UNSPEC)
+
+
+# --- struct bpf_sock (CGROUP_SOCK) ----------------------------------------------------
+
+def test_cgroup_sock_fields_per_attach_type():
+    create, post4 = AttachType.CGROUP_INET_SOCK_CREATE, AttachType.CGROUP_INET4_POST_BIND
+    post6 = AttachType.CGROUP_INET6_POST_BIND
+    assert ok(P.CGROUP_SOCK, 16, 4, write=True, eat=create) == CtxAccess(16, 4, None)   # mark
+    refused(P.CGROUP_SOCK, 16, 4, eat=post4)
+    assert ok(P.CGROUP_SOCK, 26, 2, eat=post4) == CtxAccess(26, 2, None)    # src_ip4 high half
+    refused(P.CGROUP_SOCK, 24, 4, eat=post6)
+    refused(P.CGROUP_SOCK, 24, 4, write=True, eat=post4)                    # read only
+    assert ok(P.CGROUP_SOCK, 40, 4, eat=post6) == CtxAccess(40, 4, None)    # src_ip6[3]
+    refused(P.CGROUP_SOCK, 44, 4, eat=create)                               # src_port
+    # family is matched by offset only: narrow reads must start at it
+    assert ok(P.CGROUP_SOCK, 4, 1, eat=create) == CtxAccess(4, 1, None)
+    refused(P.CGROUP_SOCK, 5, 1, eat=create)
+    # dst_port: u16, or u32 including the padding; the padding alone is refused
+    assert ok(P.CGROUP_SOCK, 48, 4, eat=create) == CtxAccess(48, 4, None)
+    assert ok(P.CGROUP_SOCK, 49, 1, eat=create) == CtxAccess(49, 1, None)
+    refused(P.CGROUP_SOCK, 50, 2, eat=create)
+
+
+# --- struct bpf_sock_addr -------------------------------------------------------------
+
+def test_sock_addr_address_fields_follow_the_attach_type():
+    c4, c6 = AttachType.CGROUP_INET4_CONNECT, AttachType.CGROUP_INET6_CONNECT
+    assert ok(P.CGROUP_SOCK_ADDR, 4, 4, write=True, eat=c4) == CtxAccess(4, 4, None)
+    assert ok(P.CGROUP_SOCK_ADDR, 5, 1, eat=c4) == CtxAccess(5, 1, None)
+    refused(P.CGROUP_SOCK_ADDR, 4, 4, eat=c6)
+    assert ok(P.CGROUP_SOCK_ADDR, 16, 8, write=True, eat=c6) == CtxAccess(16, 8, None)
+    refused(P.CGROUP_SOCK_ADDR, 8, 2, write=True, eat=c6)       # stores are u32 or u64
+    refused(P.CGROUP_SOCK_ADDR, 40, 4, eat=c4)                  # msg_src_ip4: sendmsg only
+    assert ok(P.CGROUP_SOCK_ADDR, 40, 4, eat=AttachType.CGROUP_UDP4_SENDMSG).ptr is None
+    assert ok(P.CGROUP_SOCK_ADDR, 48, 8, eat=AttachType.CGROUP_UDP6_SENDMSG).size == 8
+    refused(P.CGROUP_SOCK_ADDR, 28, 2, eat=c4)                  # family: u32 only
+    refused(P.CGROUP_SOCK_ADDR, 28, 4, write=True, eat=c4)
+    s = ctx_struct(P.CGROUP_SOCK_ADDR)
+    assert ok(P.CGROUP_SOCK_ADDR, 64, 8, eat=AttachType.CGROUP_UNIX_CONNECT) == CtxAccess(
+        s.slot(CtxPtr.SOCK), 8, CtxPtr.SOCK)
+    assert ctx_reg_type(P.CGROUP_SOCK_ADDR, c4, 64, 8) == "sock"
+
+
+# --- struct bpf_sock_ops ----------------------------------------------------------------
+
+def test_sock_ops_rules():
+    eat = AttachType.CGROUP_SOCK_OPS
+    assert ok(P.SOCK_OPS, 4, 4, write=True, eat=eat) == CtxAccess(4, 4, None)     # reply
+    refused(P.SOCK_OPS, 8, 4, write=True, eat=eat)                                # replylong[1]
+    assert ok(P.SOCK_OPS, 164, 4, write=True, eat=eat) == CtxAccess(164, 4, None)  # sk_txhash
+    assert ok(P.SOCK_OPS, 168, 8, eat=eat) == CtxAccess(168, 8, None)     # bytes_received
+    refused(P.SOCK_OPS, 168, 4, eat=eat)
+    refused(P.SOCK_OPS, 20, 2, eat=eat)                                   # family: u32 only
+    assert ok(P.SOCK_OPS, 212, 1, eat=eat) == CtxAccess(212, 1, None)     # skb_tcp_flags
+    refused(P.SOCK_OPS, 213, 1, eat=eat)
+    s = ctx_struct(P.SOCK_OPS)
+    assert ok(P.SOCK_OPS, 192, 8, eat=eat) == CtxAccess(s.slot(CtxPtr.PKT), 8, CtxPtr.PKT)
+    assert ctx_reg_type(P.SOCK_OPS, eat, 184, 8) == "sock_or_null"
+
+
+# --- sk_msg_md, sk_reuseport_md, bpf_sockopt, bpf_sk_lookup ---------------------------
+
+def test_sk_msg_pointers_are_u64_and_nothing_is_writable():
+    s = ctx_struct(P.SK_MSG)
+    assert ok(P.SK_MSG, 8, 8) == CtxAccess(s.slot(CtxPtr.PKT_END), 8, CtxPtr.PKT_END)
+    refused(P.SK_MSG, 8, 4)
+    assert ok(P.SK_MSG, 68, 4) == CtxAccess(68, 4, None)                  # size
+    refused(P.SK_MSG, 68, 2)
+    assert all(not w for r, w in ctx_fields_access(P.SK_MSG).values())
+
+
+def test_sk_reuseport_rules():
+    eat = AttachType.SK_REUSEPORT_SELECT_OR_MIGRATE
+    s = ctx_struct(P.SK_REUSEPORT, eat)
+    assert ok(P.SK_REUSEPORT, 48, 8, eat=eat) == CtxAccess(s.slot(CtxPtr.SOCK2), 8, CtxPtr.SOCK2)
+    assert ok(P.SK_REUSEPORT, 22, 2, eat=eat) == CtxAccess(22, 2, None)   # eth_protocol
+    refused(P.SK_REUSEPORT, 20, 1, eat=eat)                               # at least a u16
+    assert ok(P.SK_REUSEPORT, 24, 1, eat=eat) == CtxAccess(24, 1, None)   # ip_protocol
+    refused(P.SK_REUSEPORT, 32, 2, eat=eat)                               # hash: u32 only
+
+
+def test_sockopt_rules_per_attach_type():
+    get, set_ = AttachType.CGROUP_GETSOCKOPT, AttachType.CGROUP_SETSOCKOPT
+    s = ctx_struct(P.CGROUP_SOCKOPT, get)
+    assert ok(P.CGROUP_SOCKOPT, 8, 8, eat=get) == CtxAccess(s.slot(CtxPtr.OPTVAL), 8, CtxPtr.OPTVAL)
+    assert ok(P.CGROUP_SOCKOPT, 16, 8, eat=set_).ptr == CtxPtr.OPTVAL_END
+    assert ok(P.CGROUP_SOCKOPT, 36, 4, write=True, eat=get) == CtxAccess(36, 4, None)   # retval
+    refused(P.CGROUP_SOCKOPT, 36, 4, eat=set_)
+    assert ok(P.CGROUP_SOCKOPT, 24, 4, write=True, eat=set_) == CtxAccess(24, 4, None)  # level
+    refused(P.CGROUP_SOCKOPT, 24, 4, write=True, eat=get)
+    assert ok(P.CGROUP_SOCKOPT, 32, 4, write=True, eat=get) == CtxAccess(32, 4, None)   # optlen
+
+
+def test_sk_lookup_remote_port_and_padding():
+    eat = AttachType.SK_LOOKUP
+    assert ok(P.SK_LOOKUP, 36, 4, eat=eat) == CtxAccess(36, 4, None)
+    assert ok(P.SK_LOOKUP, 37, 1, eat=eat) == CtxAccess(37, 1, None)
+    assert ok(P.SK_LOOKUP, 38, 2, eat=eat) == CtxAccess(38, 2, None)      # zero padding
+    refused(P.SK_LOOKUP, 38, 4, eat=eat)
+    assert ctx_reg_type(P.SK_LOOKUP, eat, 0, 8) == "sock_or_null"
+    refused(P.SK_LOOKUP, 8, 4, write=True, eat=eat)
+
+
+# --- tracing types ------------------------------------------------------------------------
+
+def test_tracing_contexts():
+    assert ok(P.KPROBE, 3, 1) == CtxAccess(3, 1, None)                    # any aligned size
+    refused(P.KPROBE, 164, 8)
+    refused(P.KPROBE, 0, 8, write=True)
+    assert ok(P.PERF_EVENT, 160, 8) == CtxAccess(160, 8, None)            # regs: u64 only
+    refused(P.PERF_EVENT, 160, 4)
+    assert ok(P.PERF_EVENT, 172, 4) == CtxAccess(172, 4, None)            # sample_period, narrow
+    refused(P.TRACEPOINT, 4, 4)                                           # common fields
+    assert ok(P.TRACEPOINT, 8188, 4) == CtxAccess(8188, 4, None)
+    refused(P.TRACEPOINT, 8192, 1)
+    assert ok(P.RAW_TRACEPOINT, 90, 2) == CtxAccess(90, 2, None)
+    refused(P.RAW_TRACEPOINT, 96, 1)
+    s = ctx_struct(P.RAW_TRACEPOINT_WRITABLE)
+    assert ok(P.RAW_TRACEPOINT_WRITABLE, 0, 8) == CtxAccess(s.slot(CtxPtr.TP_BUFFER), 8,
+                                                            CtxPtr.TP_BUFFER)
+    refused(P.RAW_TRACEPOINT_WRITABLE, 0, 4)
+
+
+def test_netfilter_syscall_lirc():
+    eat = AttachType.NETFILTER
+    assert ok(P.NETFILTER, 8, 8, eat=eat).ptr == CtxPtr.NF_SKB
+    assert ctx_reg_type(P.NETFILTER, eat, 0, 8) == "trusted_ptr_nf_hook_state"
+    refused(P.NETFILTER, 4, 8, eat=eat)
+    assert ok(P.SYSCALL, 65528, 4, write=True) == CtxAccess(65528, 4, None)
+    assert ok(P.SYSCALL, 65534, 2) == CtxAccess(65534, 2, None)   # only the start is checked
+    refused(P.SYSCALL, 65535, 1)
+    refused(P.SYSCALL, 65530, 4)                                  # unaligned
+    assert ok(P.LIRC_MODE2, 0, 4, eat=AttachType.LIRC_MODE2) == CtxAccess(0, 4, None)
+    refused(P.LIRC_MODE2, 0, 2, eat=AttachType.LIRC_MODE2)
+
+
+def test_sign_extending_loads_of_pointers_are_refused():
+    assert check_ctx_access(P.SCHED_CLS, 0, 0, 2, False, sign_extend=True) == CtxAccess(0, 2, None)
+    with pytest.raises(CtxAccessError, match="off=76 size=4"):
+        check_ctx_access(P.SCHED_CLS, 0, 76, 4, False, sign_extend=True)
+
+
+def test_flow_keys_bounds():
+    check_flow_keys_access(55, 1)
+    check_flow_keys_access(1, 8)              # unaligned is fine
+    with pytest.raises(CtxAccessError, match="invalid access to flow keys off=-1 size=1"):
+        check_flow_keys_access(-1, 1)
+    with pytest.raises(CtxAccessError):
+        check_flow_keys_access(55, 2)

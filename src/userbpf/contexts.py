@@ -295,7 +295,8 @@ NF_CTX = _layout("bpf_nf_ctx", [("state", U64), ("skb", U64)], size=16)
 
 # BPF_PROG_TYPE_SYSCALL: the ctx is the caller's buffer, up to U16_MAX bytes.
 SYSCALL_CTX_MAX = 0xFFFF
-SYSCALL_CTX = CtxStruct("syscall_ctx", SYSCALL_CTX_MAX, (), _align8(SYSCALL_CTX_MAX))
+SYSCALL_CTX = CtxStruct("syscall_ctx", SYSCALL_CTX_MAX, (),
+                        _align8(SYSCALL_CTX_MAX) + 8 * N_PTR_SLOTS)
 
 # What __sk_buff.flow_keys points to in a flow dissector (not a ctx itself).
 FLOW_KEYS = _layout("bpf_flow_keys", [
@@ -328,8 +329,9 @@ class _Table:
         self.ok: Dict[Tuple[int, int, bool], CtxAccess] = {}
         self.reg_types: Dict[int, str] = {}     # off -> verifier type, where not the kind's
         # Big regions (tracepoint, syscall) are kept as ranges, not enumerated:
-        # (lo, hi, sizes, write)
-        self.spans: List[Tuple[int, int, Tuple[int, ...], bool]] = []
+        # (lo, hi, sizes, write, within): ``within`` asks off + size <= hi,
+        # otherwise only the first byte must lie below hi.
+        self.spans: List[Tuple[int, int, Tuple[int, ...], bool, bool]] = []
 
     # -- selectors -----------------------------------------------------
     def _fields(self, names: Iterable[str]) -> List[Field]:
@@ -412,11 +414,11 @@ class _Table:
         return self
 
     def big_span(self, lo: int, hi: int, sizes: Sequence[int] = SIZES,
-                 write: bool = False) -> "_Table":
+                 write: bool = False, within: bool = True) -> "_Table":
         """Like span() for huge regions: kept as a range, checked arithmetically."""
-        self.spans.append((lo, hi, tuple(sizes), False))
+        self.spans.append((lo, hi, tuple(sizes), False, within))
         if write:
-            self.spans.append((lo, hi, tuple(sizes), True))
+            self.spans.append((lo, hi, tuple(sizes), True, within))
         return self
 
     def drop(self, *names: str, read: bool = True, write: bool = True) -> "_Table":
@@ -432,8 +434,9 @@ class _Table:
         acc = self.ok.get((off, size, write))
         if acc is not None:
             return acc
-        for lo, hi, sizes, w in self.spans:
-            if w == write and size in sizes and lo <= off and off + size <= hi and off % size == 0:
+        for lo, hi, sizes, w, within in self.spans:
+            end = off + size if within else off + 1
+            if w == write and size in sizes and lo <= off and end <= hi and off % size == 0:
                 return CtxAccess(off, size, None)
         return None
 
@@ -719,8 +722,10 @@ def _netfilter(eat: int) -> _Table:
 
 
 def _syscall(eat: int) -> _Table:
-    # syscall_prog_is_valid_access: any aligned access below U16_MAX, read or write.
-    return _Table(SYSCALL_CTX).big_span(0, SYSCALL_CTX_MAX, write=True)
+    # syscall_prog_is_valid_access: any aligned access starting below U16_MAX,
+    # read or write (the end is not checked; the caller's ctx_size_in bounds
+    # it at run time).  Offsets past 32767 cannot be written in an insn.
+    return _Table(SYSCALL_CTX).big_span(0, SYSCALL_CTX_MAX, write=True, within=False)
 
 
 # --------------------------------------------------------------------------
