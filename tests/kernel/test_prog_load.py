@@ -297,7 +297,8 @@ def test_gpl_compatible_licenses_may_call_gpl_only_helpers(k, lic):
 def test_non_gpl_program_cannot_call_gpl_only_helpers(k, lic, helper):
     buf = bytearray(512)
     with pytest.raises(OSError) as e:
-        load(k, call(helper), license=lic, log_level=1, log_buf=buf, log_size=512)
+        load(k, call(helper), license=lic, log_level=1, log_buf=buf, log_size=512,
+             prog_type=ProgType.KPROBE)     # a type that may call all four
     assert e.value.errno == EINVAL and e.value.log == GPL_MSG + "\n" + STATS0
 
 
@@ -309,12 +310,24 @@ def test_non_gpl_program_may_call_the_others(k, helper):
 
 
 def test_gpl_exception_per_type(k):
-    assert 27 in progs.GPL_ONLY_HELPERS
-    assert load_errno(k, call(27), prog_type=ProgType.KPROBE, license="MIT") == EINVAL
+    with pytest.raises(OSError) as e:
+        load(k, call(27), prog_type=ProgType.KPROBE, license="MIT")
+    assert e.value.errno == EINVAL and GPL_MSG in str(e.value)
     # PERF_EVENT's get_stackid is not GPL-only: refused only as unimplemented
     with pytest.raises(OSError) as e:
         load(k, call(27), prog_type=ProgType.PERF_EVENT, license="MIT")
-    assert "invalid func unknown#27" in str(e.value)
+    assert "helper bpf_get_stackid#27 is not implemented by userbpf" in str(e.value)
+
+
+def test_helpers_a_type_may_not_call_are_refused_as_the_kernel_does(k):
+    # bpf_xdp_adjust_head is XDP's, not a socket filter's
+    with pytest.raises(OSError) as e:
+        load(k, call(44), prog_type=ProgType.SOCKET_FILTER)
+    assert e.value.errno == EINVAL
+    assert "program of this type cannot use helper bpf_xdp_adjust_head#44" in str(e.value)
+    with pytest.raises(OSError) as e:
+        load(k, call(100000))
+    assert e.value.errno == EINVAL and "invalid func unknown#100000" in str(e.value)
 
 
 def test_license_is_read_up_to_the_nul(k):

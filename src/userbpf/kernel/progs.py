@@ -25,10 +25,10 @@ import struct
 import time
 from typing import Dict, List, Sequence, Tuple
 
-from .. import isa
+from .. import helperinfo, isa
 from ..errors import ProgramError
 from ..isa import Class, Insn, Pseudo, PseudoCall
-from ..program import Program
+from ..program import Program, default_helpers
 from ..uapi import AttachType, MapType, ProgFlag, ProgType
 from . import maps as _maps
 from .errors import ENOTSUPP, bpf_error
@@ -48,13 +48,7 @@ PROG_FLAGS_MASK = int(ProgFlag.STRICT_ALIGNMENT | ProgFlag.ANY_ALIGNMENT | ProgF
 GPL_COMPATIBLE_LICENSES = frozenset({"GPL", "GPL v2", "GPL and additional rights",
                                      "Dual BSD/GPL", "Dual MIT/GPL", "Dual MPL/GPL"})
 
-# Helpers whose bpf_func_proto has gpl_only set, as the live 6.18 kernel
-# reports them ("cannot call GPL-restricted function ...") across program
-# types; GPL_ONLY_EXCEPT lists the types whose own proto of a helper is not.
-GPL_ONLY_HELPERS = frozenset({
-    4, 6, 22, 25, 27, 35, 45, 55, 56, 67, 69, 100, 110, 112, 113, 114, 115, 119, 158, 163,
-    165, 169, 170, 171, 172, 173, 175, 176, 177, 191, 204, 205, 206, 207})
-GPL_ONLY_EXCEPT = {ProgType.PERF_EVENT: frozenset({27})}    # bpf_get_stackid_proto_pe
+# GPL-only helpers and per-type helper permissions: userbpf.helperinfo
 
 # bpf_prog_load_fixup_attach_type: what expected_attach_type 0 means
 DEFAULT_ATTACH = {ProgType.CGROUP_SOCK: AttachType.CGROUP_INET_SOCK_CREATE,
@@ -384,17 +378,19 @@ def _resolve_maps(kernel, insns: List[Insn], fd_array) -> Tuple[List, Dict[int, 
     return used, cores, at
 
 
-def _check_license(insns: List[Insn], prog_type: int, gpl: bool) -> None:
-    """check_helper_call: GPL-only helpers need a GPL-compatible license."""
-    if gpl:
-        return
-    except_ = GPL_ONLY_EXCEPT.get(prog_type, frozenset())
+def _check_helpers(insns: List[Insn], prog_type: int, attach: int, gpl: bool) -> None:
+    """check_helper_call: ids the kernel knows, helpers this program type may
+    call (its get_func_proto), GPL-only helpers only with a GPL-compatible
+    license; then a helper userbpf does not implement is refused here, at
+    load time, with its name."""
+    implemented = set(default_helpers())
     for pc in isa.slots(insns):
         x = insns[pc]
-        if x.code == Class.JMP | isa.JmpOp.CALL and x.src == 0 and \
-                x.imm in GPL_ONLY_HELPERS and x.imm not in except_:
-            raise LoadError(errno.EINVAL, "cannot call GPL-restricted function from non-GPL "
-                                          "compatible program")
+        if x.code == Class.JMP | isa.JmpOp.CALL and x.src == 0:
+            why = helperinfo.check_helper_call(prog_type, x.imm, gpl, implemented,
+                                               expected_attach_type=attach)
+            if why is not None:
+                raise LoadError(errno.EINVAL, why)
 
 
 def load(kernel, a: dict, obj_id_alloc) -> Tuple[BpfProg, VerifierLog]:
@@ -445,7 +441,7 @@ def load(kernel, a: dict, obj_id_alloc) -> Tuple[BpfProg, VerifierLog]:
         _check_structure(insns)
         _check_sleepable(prog_type, flags)
         used, cores, at = _resolve_maps(kernel, insns, a["fd_array"])
-        _check_license(insns, prog_type, lic in GPL_COMPATIBLE_LICENSES)
+        _check_helpers(insns, prog_type, attach, lic in GPL_COMPATIBLE_LICENSES)
         try:
             program = Program(insns, maps=cores, fd_array=a["fd_array"],
                               prog_type=prog_type, expected_attach_type=attach)
