@@ -15,10 +15,12 @@ for every program type and helper id, load ``r1..r5 = 0; call id; exit``
 under a non-GPL licence and read the verifier log.  They describe a
 privileged loader (root: CAP_BPF + CAP_PERFMON + CAP_SYS_ADMIN), which is
 what ``bpf_base_func_proto`` hands the most helpers to; an unprivileged
-loader gets fewer.  Types the probe cannot load without extra load-time data
-(``TRACING``, ``LSM``, ``EXT``, ``STRUCT_OPS`` need an ``attach_btf_id`` /
-target; this kernel is built without ``LIRC_MODE2``) get a conservative rule,
-listed in :data:`NOT_PROBED`.
+loader gets fewer.  ``TRACING`` is probed with the attach types whose
+targets load here (TRACE_RAW_TP, TRACE_ITER: a vmlinux BTF id); what cannot
+be loaded on this kernel (``LSM``, fentry/fexit: EPERM before verification;
+``EXT`` needs a target program, ``STRUCT_OPS`` a struct_ops type; no
+``LIRC_MODE2`` built in) gets a conservative rule (a subset of what the
+kernel allows), listed in :data:`NOT_PROBED` and :data:`NOT_PROBED_ATTACH`.
 
 Prototypes (:data:`PROTOS`) use the kernel's ``bpf_func_proto`` vocabulary
 (``RET_INTEGER``, ``ARG_CONST_MAP_PTR``, ``ARG_PTR_TO_MEM | MEM_RDONLY`` ...).
@@ -47,6 +49,7 @@ from .uapi import ProgType as P
 __all__ = [
     "BPF_BASE_TYPE_BITS", "TypeFlag", "ArgType", "RetType", "Proto", "HelperInfo",
     "PROTOS", "PROTO_VARIANTS", "GPL_ONLY", "GPL_EXCEPTIONS", "ALLOWED", "NOT_PROBED",
+    "NOT_PROBED_ATTACH",
     "DEFAULT_ATTACH", "MAX_HELPER_ID", "helper_name", "helper_info", "helper_allowed",
     "allowed_helpers", "is_gpl_only", "proto_for", "check_helper_call", "type_name",
     "base_type", "type_flags",
@@ -402,9 +405,10 @@ PROTOS: Dict[int, Proto] = dict([
 # Same-shaped per-type protos (bpf_skb_event_output_proto for
 # perf_event_output, bpf_xdp_redirect_proto ...) are not repeated here.
 PROTO_VARIANTS: Dict[Tuple[int, int], Proto] = {
-    # SYSCALL programs get the tracing one: a BTF socket pointer, not the ctx.
-    (P.SYSCALL, F.get_socket_cookie): _p(F.get_socket_cookie, RET_INTEGER,
-                                         ARG_PTR_TO_BTF_ID_SOCK_COMMON)[1],
+    # BTF-typed programs get the tracing one: a BTF socket pointer, not the ctx.
+    **{(t, F.get_socket_cookie): _p(F.get_socket_cookie, RET_INTEGER,
+                                    ARG_PTR_TO_BTF_ID_SOCK_COMMON)[1]
+       for t in (P.SYSCALL, P.TRACING, P.LSM)},
 }
 
 
@@ -459,6 +463,10 @@ SKC_CASTS = _ids("skc_to_tcp6_sock", "skc_to_tcp_sock", "skc_to_tcp_timewait_soc
                  "skc_to_tcp_request_sock", "skc_to_udp6_sock", "skc_to_unix_sock",
                  "skc_to_mptcp_sock")
 SK_BASE = SKC_CASTS | _ids("ktime_get_coarse_ns")        # bpf_sk_base_func_proto
+# tracing_prog_func_proto: what BTF-typed tracing programs add to TRACE
+TRACING_PROG = SKC_CASTS | _ids("sk_storage_get", "sk_storage_delete", "get_socket_cookie",
+                                "d_path", "sock_from_file", "skb_output", "xdp_output",
+                                "xdp_get_buff_len")
 SK_LOOKUP = _ids("sk_lookup_tcp", "sk_lookup_udp", "skc_lookup_tcp", "sk_release")
 SYNCOOKIES = _ids("tcp_check_syncookie", "tcp_gen_syncookie",
                   "tcp_raw_gen_syncookie_ipv4", "tcp_raw_gen_syncookie_ipv6",
@@ -539,28 +547,37 @@ ALLOWED: Dict[int, FrozenSet[int]] = {
     P.CGROUP_SOCKOPT: BASE | CGROUP_COMMON | RETVAL | SOCK_STORAGE | _ids(
         "get_netns_cookie", "tcp_sock"),
     P.SK_LOOKUP: BASE | SK_BASE | _ids("sk_assign", "sk_release", "perf_event_output"),
-    P.SYSCALL: BASE | SKC_CASTS | SOCK_STORAGE | TRACE - _ids("get_attach_cookie") | _ids(
-        "sys_bpf", "sys_close", "btf_find_by_name_kind", "kallsyms_lookup_name",
-        "d_path", "get_socket_cookie", "skb_output", "xdp_output", "sock_from_file",
-        "xdp_get_buff_len"),
+    P.SYSCALL: BASE | TRACE - _ids("get_attach_cookie") | TRACING_PROG | _ids(
+        "sys_bpf", "sys_close", "btf_find_by_name_kind", "kallsyms_lookup_name"),
+    # Probed with expected_attach_type TRACE_RAW_TP and TRACE_ITER (ATTACH_RULES);
+    # fentry/fexit/fmod_ret are not (NOT_PROBED_ATTACH) and get the same set.
+    P.TRACING: BASE | TRACE | TRACING_PROG,
     P.NETFILTER: BASE,
     # Not probed (see NOT_PROBED): conservative, a subset of what the kernel allows.
     P.LIRC_MODE2: BASE | _ids("rc_repeat", "rc_keydown", "rc_pointer_rel"),
-    P.TRACING: BASE | TRACE,
     P.LSM: BASE | TRACE,
     P.EXT: BASE,
     P.STRUCT_OPS: BASE,
 }
 
 NOT_PROBED: Dict[int, str] = {
-    P.TRACING: "needs attach_btf_id (a kernel function's BTF id); the kernel also "
-               "allows get_func_arg/get_func_ret/d_path... per attach target",
-    P.LSM: "needs attach_btf_id of an LSM hook; the kernel also allows "
-           "inode_storage_*, bprm_opts_set, ima_* ...",
+    P.LSM: "a load with the attach_btf_id of an LSM hook fails with EPERM before "
+           "verification on this kernel; the kernel also allows inode_storage_*, "
+           "bprm_opts_set, ima_* ...",
     P.EXT: "needs attach_prog_fd: an EXT program gets its target program's helpers",
     P.STRUCT_OPS: "needs attach_btf_id of a struct_ops member; each struct_ops adds its own",
     P.LIRC_MODE2: "this kernel is built without CONFIG_BPF_LIRC_MODE2 (the load fails "
                   "with EINVAL before verification)",
+}
+
+# TRACING attach types left out of the probe (the type itself is probed with
+# TRACE_RAW_TP and TRACE_ITER, which need the attach_btf_id of a tracepoint
+# typedef / an iterator in vmlinux BTF).
+NOT_PROBED_ATTACH: Dict[Tuple[int, int], str] = {
+    (P.TRACING, A.TRACE_FENTRY): "load fails with EPERM before verification on this "
+                                 "kernel; the kernel also allows get_func_arg ...",
+    (P.TRACING, A.TRACE_FEXIT): "as TRACE_FENTRY; the kernel also allows get_func_ret",
+    (P.TRACING, A.MODIFY_RETURN): "as TRACE_FEXIT",
 }
 
 # The expected_attach_type a type is assumed to be loaded with when none is
@@ -578,6 +595,8 @@ DEFAULT_ATTACH: Dict[int, int] = {
     P.SK_LOOKUP: A.SK_LOOKUP,
     P.NETFILTER: A.NETFILTER,
     P.LIRC_MODE2: A.LIRC_MODE2,
+    P.TRACING: A.TRACE_RAW_TP,
+    P.LSM: A.LSM_MAC,
 }
 
 # Attach types whose hook has no return value for bpf_get/set_retval
@@ -608,6 +627,9 @@ ATTACH_RULES: Tuple[_AttachRule, ...] = (
     # setsockopt/getsockopt from inside a sockopt hook only when setting
     _AttachRule(P.CGROUP_SOCKOPT, frozenset({A.CGROUP_SETSOCKOPT}),
                 _ids("setsockopt", "getsockopt"), frozenset()),
+    # iterators print into a seq_file, and have no attach cookie
+    _AttachRule(P.TRACING, frozenset({A.TRACE_ITER}),
+                _ids("seq_printf", "seq_write", "seq_printf_btf"), _ids("get_attach_cookie")),
     *(_AttachRule(t, NO_RETVAL_ATTACH, frozenset(), RETVAL)
       for t in (P.CGROUP_SOCK, P.CGROUP_DEVICE, P.CGROUP_SOCK_ADDR, P.CGROUP_SYSCTL,
                 P.CGROUP_SOCKOPT)),
@@ -625,9 +647,9 @@ GPL_ONLY = _ids(
     "perf_prog_read_value", "read_branch_records", "skb_output", "xdp_output",
     "timer_init", "timer_set_callback", "timer_start", "timer_cancel",
     "fib_lookup", "check_mtu", *sorted(F(i).name for i in SYNCOOKIES),
-    # not probed (types that need BTF attach data), from the kernel source
-    "override_return", "probe_write_user", "seq_printf", "seq_write",
-    "rc_repeat", "rc_keydown", "rc_pointer_rel",
+    "seq_printf", "seq_write", "seq_printf_btf",
+    # not probed (see NOT_PROBED), from the kernel source
+    "override_return", "probe_write_user", "rc_repeat", "rc_keydown", "rc_pointer_rel",
 )
 
 # (prog_type, attach types or empty for all) -> {helper id: gpl_only}
