@@ -120,9 +120,11 @@ def test_layout_matches_installed_header(name, tmp_path):
         assert got["sizeof"][0] == s.size
 
 
-def test_every_prog_type_but_unspec_has_a_context():
+def test_every_prog_type_but_unspec_and_ext_has_a_context():
     for pt in ProgType:
-        if pt == P.UNSPEC:
+        if pt in (P.UNSPEC, P.EXT):
+            with pytest.raises(ValueError):
+                ctx_struct(pt)
             continue
         s = ctx_struct(pt)
         assert s.internal_size == (s.size + 7) // 8 * 8 + 8 * len(CtxPtr)
@@ -385,3 +387,18 @@ def test_flow_keys_bounds():
         check_flow_keys_access(-1, 1)
     with pytest.raises(CtxAccessError):
         check_flow_keys_access(55, 2)
+
+
+def test_btf_typed_arguments():
+    fexit, fentry = AttachType.TRACE_FEXIT, AttachType.TRACE_FENTRY
+    assert check_ctx_access(P.TRACING, fentry, 8, 4, False) == CtxAccess(8, 4, None)
+    with pytest.raises(CtxAccessError, match="off=12 size=4"):      # not an argument's start
+        check_ctx_access(P.TRACING, fentry, 12, 4, False)
+    with pytest.raises(CtxAccessError):
+        check_ctx_access(P.LSM, AttachType.LSM_MAC, 0, 8, True)
+    # two arguments: fentry sees slots 0-1, fexit also the return value in slot 2
+    assert check_ctx_access(P.TRACING, fexit, 16, 8, False, nr_args=2) == CtxAccess(16, 8, None)
+    with pytest.raises(CtxAccessError, match="off=16 size=8"):
+        check_ctx_access(P.TRACING, fentry, 16, 8, False, nr_args=2)
+    with pytest.raises(CtxAccessError):
+        check_ctx_access(P.TRACING, fentry, 96, 8, False)

@@ -43,6 +43,7 @@ __all__ = [
     "ctx_struct", "check_ctx_access", "ctx_fields_access", "may_access_skb",
     "may_access_direct_pkt_data", "STRUCTS", "LOAD_ATTACH_TYPES", "ctx_reg_type",
     "check_flow_keys_access", "FLOW_KEYS", "CTX_ATOMIC_ERROR", "PTR_REG_TYPES",
+    "BTF_ARGS_TYPES", "RET_SLOT_ATTACH_TYPES",
 ]
 
 
@@ -704,10 +705,23 @@ def _raw_tp_writable(eat: int) -> _Table:
 
 
 def _btf_args(eat: int) -> _Table:
-    # TRACING, LSM, STRUCT_OPS, EXT: btf_ctx_access decides from the BTF
-    # prototype of the attach target; without it, the shape it allows:
-    # read-only u64 arguments at multiples of 8.
-    return _Table(RAW_TP_ARGS).span(0, RAW_TP_ARGS.size, sizes=(8,))
+    # TRACING, LSM, STRUCT_OPS: bpf_tracing_ctx_access (read only, aligned,
+    # inside 12 u64s) and then btf_ctx_access, which wants the start of an
+    # argument (off % 8 == 0) and an argument the BTF prototype has: see
+    # check_ctx_access(nr_args=...).  Narrow loads of an argument are fine.
+    t = _Table(RAW_TP_ARGS)
+    for k in range(MAX_BPF_FUNC_ARGS):
+        for s in SIZES:
+            t.at(8 * k, s)
+    return t
+
+
+# Program types whose ctx is the u64 argument array of a BTF-typed function.
+BTF_ARGS_TYPES = frozenset({ProgType.TRACING, ProgType.LSM, ProgType.STRUCT_OPS})
+# Attach types that also see the traced function's return value after its
+# arguments (btf_ctx_access: arg == nr_args).
+RET_SLOT_ATTACH_TYPES = frozenset({AttachType.TRACE_FEXIT, AttachType.MODIFY_RETURN,
+                                   AttachType.LSM_MAC, AttachType.LSM_CGROUP})
 
 
 def _lirc(eat: int) -> _Table:
@@ -761,7 +775,6 @@ _TYPES: Dict[int, Tuple[CtxStruct, Callable[[int], _Table]]] = {
     ProgType.TRACING: (RAW_TP_ARGS, _btf_args),
     ProgType.LSM: (RAW_TP_ARGS, _btf_args),
     ProgType.STRUCT_OPS: (RAW_TP_ARGS, _btf_args),
-    ProgType.EXT: (RAW_TP_ARGS, _btf_args),
     ProgType.LIRC_MODE2: (LIRC_SAMPLE, _lirc),
     ProgType.NETFILTER: (NF_CTX, _netfilter),
     ProgType.SYSCALL: (SYSCALL_CTX, _syscall),
@@ -811,6 +824,10 @@ def _entry(prog_type: int):
     try:
         return _TYPES[int(prog_type)]
     except KeyError:
+        if int(prog_type) == ProgType.EXT:
+            # The verifier checks an extension with its target's rules.
+            raise ValueError("an EXT program sees its target program's context: "
+                             "ask with the target's program type") from None
         raise ValueError(f"no context known for program type {prog_type}") from None
 
 
@@ -830,7 +847,8 @@ def ctx_struct(prog_type: int, expected_attach_type: int = 0) -> CtxStruct:
 
 
 def check_ctx_access(prog_type: int, expected_attach_type: int, off: int, size: int,
-                     write: bool, sign_extend: bool = False) -> CtxAccess:
+                     write: bool, sign_extend: bool = False,
+                     nr_args: Optional[int] = None) -> CtxAccess:
     """Where a ``size``-byte load (or store, ``write``) at ctx offset ``off`` goes.
 
     Raises :class:`CtxAccessError` with the verifier's message when the kernel
@@ -839,6 +857,11 @@ def check_ctx_access(prog_type: int, expected_attach_type: int, off: int, size: 
     on ctx are always refused (see :data:`CTX_ATOMIC_ERROR`).  A
     sign-extending load (BPF_MEMSX, ``sign_extend``) is refused where the
     load would yield a pointer.
+
+    For TRACING, LSM and STRUCT_OPS the ctx is the traced function's u64
+    arguments; ``nr_args`` (the BTF prototype's argument count) limits them,
+    plus the return value for fexit / fmod_ret / LSM.  Argument values are
+    scalars here, even where the verifier types them from BTF.
 
     >>> check_ctx_access(ProgType.SCHED_CLS, 0, 48, 8, True)     # cb[0..1] as one u64
     CtxAccess(off=48, size=8, ptr=None)
@@ -850,8 +873,14 @@ def check_ctx_access(prog_type: int, expected_attach_type: int, off: int, size: 
     userbpf.contexts.CtxAccessError: invalid bpf_context access off=20 size=4
     >>> check_ctx_access(ProgType.XDP, AttachType.XDP_DEVMAP, 20, 4, False)
     CtxAccess(off=20, size=4, ptr=None)
+    >>> check_ctx_access(ProgType.TRACING, AttachType.TRACE_FEXIT, 16, 4, False, nr_args=2)
+    CtxAccess(off=16, size=4, ptr=None)
     """
     acc = _table(int(prog_type), int(expected_attach_type)).lookup(off, size, bool(write))
+    if acc is not None and nr_args is not None and int(prog_type) in BTF_ARGS_TYPES:
+        slots = nr_args + (int(expected_attach_type) in RET_SLOT_ATTACH_TYPES)
+        if off // 8 >= slots:
+            acc = None
     if acc is None or (sign_extend and acc.ptr is not None):
         raise CtxAccessError(f"invalid bpf_context access off={off} size={size}")
     return acc
