@@ -402,3 +402,27 @@ def test_btf_typed_arguments():
         check_ctx_access(P.TRACING, fentry, 16, 8, False, nr_args=2)
     with pytest.raises(CtxAccessError):
         check_ctx_access(P.TRACING, fentry, 96, 8, False)
+
+
+# --- internal contexts ------------------------------------------------------------------
+
+def test_pack_puts_fields_in_place_and_pointers_in_slots():
+    import sys
+    s = ctx_struct(P.SCHED_CLS)
+    uapi = bytes(range(8)) + bytes(s.size - 8)
+    buf = s.pack(uapi, ptrs={CtxPtr.PKT: 0x1122334455667788, CtxPtr.SOCK: 7},
+                 mark=0xAABBCCDD, **{"cb[4]": -1})
+    assert len(buf) == s.internal_size == 280
+    assert buf[:4] == bytes(range(4))
+    assert buf[8:12] == (0xAABBCCDD).to_bytes(4, sys.byteorder)
+    assert s.get(buf, "cb[4]") == 0xFFFFFFFF
+    assert buf[192:200] == (0x1122334455667788).to_bytes(8, sys.byteorder)
+    assert s.get_ptr(buf, CtxPtr.SOCK) == 7 and s.get_ptr(buf, CtxPtr.PKT_END) == 0
+    assert bytes(s.uapi(buf)) == bytes(buf[:192])
+    # a permitted load reads exactly what pack stored
+    acc = check_ctx_access(P.SCHED_CLS, 0, 76, 4, False)
+    assert int.from_bytes(buf[acc.off:acc.off + acc.size], sys.byteorder) == 0x1122334455667788
+    with pytest.raises(ValueError):
+        s.pack(bytes(193))
+    with pytest.raises(KeyError):
+        s.pack(nonsense=1)

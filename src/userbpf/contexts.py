@@ -33,6 +33,7 @@ struct, at ``align8(sizeof) + 8 * CtxPtr.<kind>``, so a 4-byte load of
 from __future__ import annotations
 
 import functools
+import sys
 from enum import IntEnum
 from typing import Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
@@ -121,6 +122,53 @@ class CtxStruct(NamedTuple):
     def slot(self, kind: CtxPtr) -> int:
         """Internal offset of the 8-byte slot holding pointer ``kind``."""
         return _align8(self.size) + 8 * int(kind)
+
+    def pack(self, uapi: bytes = b"", ptrs: Optional[Dict[CtxPtr, int]] = None,
+             **values: int) -> bytearray:
+        """A fresh internal context: ``uapi`` bytes, then named fields, then pointer slots.
+
+        Array elements go by their names: ``pack(**{"cb[1]": 7})``.
+
+        Field values and pointers are stored in the host's byte order, as
+        the program reads them.  Padding stays zero (the kernel reads
+        ``bpf_sock.dst_port`` and ``bpf_sk_lookup.remote_port`` as u32 with it).
+
+        >>> s = ctx_struct(ProgType.XDP)
+        >>> buf = s.pack(ingress_ifindex=3, ptrs={CtxPtr.PKT: 0x1000})
+        >>> len(buf) == s.internal_size, s.get(buf, "ingress_ifindex"), hex(s.get_ptr(buf, CtxPtr.PKT))
+        (True, 3, '0x1000')
+        >>> bytes(s.uapi(buf))[12:16] == (3).to_bytes(4, sys.byteorder)
+        True
+        """
+        if len(uapi) > self.size:
+            raise ValueError(f"{len(uapi)} bytes do not fit struct {self.name} ({self.size})")
+        buf = bytearray(self.internal_size)
+        buf[:len(uapi)] = uapi
+        for name, value in values.items():
+            self.set(buf, name, value)
+        for kind, addr in (ptrs or {}).items():
+            off = self.slot(CtxPtr(kind))
+            buf[off:off + 8] = (addr & (2**64 - 1)).to_bytes(8, sys.byteorder)
+        return buf
+
+    def set(self, buf: bytearray, name: str, value: int) -> None:
+        """Store field ``name`` (e.g. ``"cb[2]"``) into an internal context ``buf``."""
+        f = self.field(name)
+        buf[f.off:f.off + f.size] = (value & ((1 << (8 * f.size)) - 1)).to_bytes(f.size, sys.byteorder)
+
+    def get(self, buf, name: str) -> int:
+        """Field ``name`` of an internal (or uapi) context ``buf``, unsigned."""
+        f = self.field(name)
+        return int.from_bytes(bytes(buf[f.off:f.off + f.size]), sys.byteorder)
+
+    def get_ptr(self, buf, kind: CtxPtr) -> int:
+        """The pointer held in slot ``kind`` of an internal context."""
+        off = self.slot(CtxPtr(kind))
+        return int.from_bytes(bytes(buf[off:off + 8]), sys.byteorder)
+
+    def uapi(self, buf) -> memoryview:
+        """The uapi struct part of an internal context (what ctx_out returns)."""
+        return memoryview(buf)[:self.size]
 
 
 class CtxAccess(NamedTuple):
