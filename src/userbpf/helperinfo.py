@@ -49,8 +49,7 @@ from .uapi import ProgType as P
 __all__ = [
     "BPF_BASE_TYPE_BITS", "TypeFlag", "ArgType", "RetType", "Proto", "HelperInfo",
     "PROTOS", "PROTO_VARIANTS", "GPL_ONLY", "GPL_EXCEPTIONS", "ALLOWED", "NOT_PROBED",
-    "NOT_PROBED_ATTACH",
-    "DEFAULT_ATTACH", "MAX_HELPER_ID", "helper_name", "helper_info", "helper_allowed",
+    "NOT_PROBED_ATTACH", "ATTACH_RULES", "NO_RETVAL_ATTACH", "DEFAULT_ATTACH", "MAX_HELPER_ID", "helper_name", "helper_info", "helper_allowed",
     "allowed_helpers", "is_gpl_only", "proto_for", "check_helper_call", "type_name",
     "base_type", "type_flags",
 ]
