@@ -564,7 +564,10 @@ NOT_PROBED: Dict[int, str] = {
            "verification on this kernel; the kernel also allows inode_storage_*, "
            "bprm_opts_set, ima_* ...",
     P.EXT: "needs attach_prog_fd: an EXT program gets its target program's helpers",
-    P.STRUCT_OPS: "needs attach_btf_id of a struct_ops member; each struct_ops adds its own",
+    P.STRUCT_OPS: "the helpers depend on the struct_ops type and member (attach_btf_id, "
+                  "expected_attach_type); BASE is what every one gets: tcp_congestion_ops "
+                  "adds tcp_send_ack, setsockopt/getsockopt, sk_storage_* and "
+                  "ktime_get_coarse_ns",
     P.LIRC_MODE2: "this kernel is built without CONFIG_BPF_LIRC_MODE2 (the load fails "
                   "with EINVAL before verification)",
 }
