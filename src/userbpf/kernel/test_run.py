@@ -10,9 +10,17 @@ One runner per kind of program:
   14 zero bytes in front (the kernel pushes a zeroed header back).
   ``ctx_in`` may set only mark, priority, ingress_ifindex, ifindex, cb,
   tstamp, wire_len, gso_segs, gso_size and hwtstamp.
-- XDP: 256 bytes of headroom (less the metadata ``ctx_in`` asks for), the
-  packet up to 4096 - headroom - 320 bytes linear, the rest kept as
-  fragments; data_out starts at data_meta.
+  BPF_F_TEST_SKB_CHECKSUM_COMPLETE gives the skb a CHECKSUM_COMPLETE
+  checksum of the packet from its network header; a run that changes
+  those bytes without fixing the checksum fails with EBADMSG.
+- XDP: 256 bytes of headroom (less the metadata ``ctx_in`` asks for). The
+  first ``ctx_in.data_end`` bytes of data_in (all of them without
+  ``ctx_in``; at most 4096 - headroom - 320) are linear, metadata
+  (``ctx_in.data`` bytes) first, the rest is kept as up to 17 page-sized
+  fragments; data_out starts at data_meta. BPF_F_TEST_XDP_LIVE_FRAMES
+  runs the program on ``repeat`` fresh copies of the frame and gives the
+  input back with retval 0, as the kernel reports it; what the verdicts do
+  to live frames (transmit, redirect, pass to the stack) is not simulated.
 - raw tracepoints and syscall programs: the context is ``ctx_in`` itself.
 
 Types the kernel cannot test-run fail with ENOTSUPP (524), as there.
@@ -43,6 +51,11 @@ MAX_BPF_FUNC_ARGS = 12
 LOOPBACK_IFINDEX = 1
 BPF_F_TEST_RUN_ON_CPU = 1 << 0
 BPF_F_TEST_XDP_LIVE_FRAMES = 1 << 1
+BPF_F_TEST_SKB_CHECKSUM_COMPLETE = 1 << 2
+MAX_SKB_FRAGS = 17               # CONFIG_MAX_SKB_FRAGS default
+SIZEOF_XDP_FRAME = 40            # struct xdp_frame on 64-bit: metadata leaves room for it
+TEST_XDP_MAX_BATCH = 256
+NAPI_POLL_WEIGHT = 64
 U32_MAX = 0xffffffff
 
 # if_packet.h / if_ether.h
@@ -76,6 +89,8 @@ def _ctx_init(ctx_in: Optional[bytes], ctx_out_wanted: bool, max_size: int) -> O
         return None
     ctx = bytearray(max_size)
     if ctx_in is not None:
+        if len(ctx_in) > PAGE_SIZE:             # bpf_check_uarg_tail_zero
+            raise bpf_error(errno.E2BIG, f"ctx_size_in {len(ctx_in)} is larger than a page")
         if len(ctx_in) > max_size and any(ctx_in[max_size:]):
             raise bpf_error(errno.E2BIG, "ctx_in has non-zero bytes past the context struct")
         n = min(len(ctx_in), max_size)
@@ -166,10 +181,27 @@ def eth_type_trans(frame: bytes, dev_addr: bytes = LOOPBACK_MAC):
     return ETH_P_802_2, pkt_type
 
 
+def csum_fold(data: bytes) -> int:
+    """The folded 16-bit one's complement sum of ``data`` in network order
+    (csum_fold of skb_checksum, before the final complement), to tell whether
+    bytes changed the way CHECKSUM_COMPLETE sees it.
+
+    >>> hex(csum_fold(bytes.fromhex("4500003c")))
+    '0x453c'
+    """
+    if len(data) % 2:
+        data = bytes(data) + b"\0"
+    total = sum(struct.unpack(f">{len(data) // 2}H", data))   # network order
+    while total >> 16:
+        total = (total & 0xffff) + (total >> 16)
+    return total
+
+
 def _run_skb(program, data_in, ctx_in, ctx_out_wanted, repeat, cpu, flags, batch_size,
              ncpus):
-    if flags or cpu or batch_size:
-        raise bpf_error(errno.EINVAL, "flags, cpu and batch_size must be 0 for skb programs")
+    if flags & ~BPF_F_TEST_SKB_CHECKSUM_COMPLETE or cpu or batch_size:
+        raise bpf_error(errno.EINVAL, "skb programs take no cpu or batch_size, and of the "
+                                      "flags only BPF_F_TEST_SKB_CHECKSUM_COMPLETE")
     data = bytes(data_in or b"")
     size = len(data)
     headroom, tailroom = NET_SKB_PAD + NET_IP_ALIGN, SKB_SHINFO_SIZE
@@ -215,11 +247,20 @@ def _run_skb(program, data_in, ctx_in, ctx_out_wanted, repeat, cpu, flags, batch
     else:
         _put(ctx, "wire_len", length)
     _put(ctx, "len", length)
+    csum = csum_fold(buf[net:headroom + size]) \
+        if flags & BPF_F_TEST_SKB_CHECKSUM_COMPLETE else None
     r0, ns, meta, dstart, dend = program._vm.run_ctx(
         ctx, _align8(struct_.size), buf, kind=2, data=start, end=start + length,
         tailroom=tailroom, mac_len=ETH_HLEN, l2=is_l2,
         writable=contexts.may_access_direct_pkt_data(ptype, write=True),
         repeat=repeat, cpu=program._cpu(None))
+    if csum is not None:
+        # the network header sits where it was unless the program moved the
+        # packet's start (the helpers that do also fix the checksum)
+        l3 = dstart + (ETH_HLEN if is_l2 else 0)
+        if csum_fold(buf[l3:dend]) != csum:
+            raise bpf_error(errno.EBADMSG, "the program changed the packet without "
+                                           "updating its CHECKSUM_COMPLETE checksum")
     out = bytes(buf[dstart:dend])
     if not is_l2:
         out = bytes(ETH_HLEN) + out
@@ -239,52 +280,82 @@ _XDP_FIELDS = {f.name: f.off for f in contexts.ctx_struct(ProgType.XDP).fields}
 
 def _run_xdp(program, data_in, ctx_in, ctx_out_wanted, repeat, cpu, flags, batch_size,
              ncpus):
+    """bpf_prog_test_run_xdp, its checks in the kernel's order."""
     if program.expected_attach_type in (AttachType.XDP_DEVMAP, AttachType.XDP_CPUMAP):
         raise bpf_error(errno.EINVAL, "XDP programs for devmap/cpumap cannot be test-run")
     if flags & ~BPF_F_TEST_XDP_LIVE_FRAMES:
         raise bpf_error(errno.EINVAL, f"unknown test_run flags {flags:#x}")
-    if flags & BPF_F_TEST_XDP_LIVE_FRAMES:
-        raise bpf_error(errno.EOPNOTSUPP, "BPF_F_TEST_XDP_LIVE_FRAMES needs network "
-                                          "devices (the hooks issue)")
-    if batch_size:
+    live = bool(flags & BPF_F_TEST_XDP_LIVE_FRAMES)
+    if live:
+        if batch_size > TEST_XDP_MAX_BATCH:
+            raise bpf_error(errno.E2BIG, f"batch_size {batch_size} is larger than "
+                                         f"{TEST_XDP_MAX_BATCH}")
+    elif batch_size:
         raise bpf_error(errno.EINVAL, "batch_size needs BPF_F_TEST_XDP_LIVE_FRAMES")
     data = bytes(data_in or b"")
     size = len(data)
     user_ctx = _ctx_init(ctx_in, ctx_out_wanted, _XDP_SIZE)
     headroom, tailroom = XDP_PACKET_HEADROOM, SKB_SHINFO_SIZE
-    meta_len = 0
+    meta_len, linear = 0, size
     if user_ctx is not None:
-        md = struct.unpack_from("<6I", user_ctx)
-        c_data, c_end, c_meta, ingress, rxq, egress = md
-        if c_meta or c_end != size or c_data > c_end or c_data % 4 or c_data > 32:
-            raise bpf_error(errno.EINVAL, "xdp_md ctx_in: data_meta must be 0, data_end the "
-                                          "packet size and data a metadata length "
-                                          "(multiple of 4, at most 32)")
+        c_data, c_end, c_meta, ingress, rxq, egress = struct.unpack_from("<6I", user_ctx)
+        # ctx_in.data is the metadata length, ctx_in.data_end the linear length;
+        # both count from the start of data_in
+        if c_meta or c_end > size or c_data > c_end or c_data % 4 \
+                or c_data > XDP_PACKET_HEADROOM - SIZEOF_XDP_FRAME:
+            raise bpf_error(errno.EINVAL, "xdp_md ctx_in: data_meta must be 0, data_end at "
+                                          "most the packet size and data a metadata length "
+                                          "(a multiple of 4, at most "
+                                          f"{XDP_PACKET_HEADROOM - SIZEOF_XDP_FRAME}) "
+                                          "not past data_end")
+        if live and ctx_out_wanted:
+            raise bpf_error(errno.EINVAL, "live frames give no ctx_out or data_out")
         headroom -= c_data
-        meta_len = c_data
-    max_data = PAGE_SIZE - headroom - tailroom
-    linear = min(size, max_data)
-    if linear < ETH_HLEN:
-        raise bpf_error(errno.EINVAL, f"data_size_in {size} is less than {ETH_HLEN}")
+        meta_len, linear = c_data, c_end
+    linear = min(linear, PAGE_SIZE - headroom - tailroom)
+    if live and size > linear:
+        raise bpf_error(errno.EINVAL, "live frames cannot have fragments")
+    if size - meta_len < ETH_HLEN:
+        raise bpf_error(errno.EINVAL, f"data_size_in {size} leaves less than {ETH_HLEN} "
+                                      "bytes after the metadata")
     if user_ctx is not None:
         if egress:
             raise bpf_error(errno.EINVAL, "egress_ifindex must be 0")
         if not ingress and rxq:
             raise bpf_error(errno.EINVAL, "rx_queue_index needs ingress_ifindex")
-        if ingress:
-            raise bpf_error(errno.ENODEV if ingress != LOOPBACK_IFINDEX else errno.EINVAL,
-                            "userbpf's test runs have no XDP receive queues")
+        if ingress and ingress != LOOPBACK_IFINDEX:
+            raise bpf_error(errno.ENODEV, "userbpf's test runs have only the loopback device")
+        if ingress and rxq:
+            raise bpf_error(errno.EINVAL, "the loopback device has one receive queue")
     frags = data[linear:]
-    buf = bytearray(PAGE_SIZE)
-    buf[headroom:headroom + linear] = data[:linear]
+    if len(frags) > MAX_SKB_FRAGS * PAGE_SIZE:
+        raise bpf_error(errno.ENOMEM, f"data_size_in {size} needs more than "
+                                      f"{MAX_SKB_FRAGS} fragments")
     struct_ = contexts.ctx_struct(ProgType.XDP, program.expected_attach_type)
-    ctx = bytearray(struct_.internal_size)
-    ctx[_XDP_FIELDS["ingress_ifindex"]:_XDP_FIELDS["ingress_ifindex"] + 4] = \
-        LOOPBACK_IFINDEX.to_bytes(4, "little")
-    r0, ns, meta, dstart, dend = program._vm.run_ctx(
-        ctx, _align8(struct_.size), buf, kind=1, meta=headroom,
-        data=headroom + meta_len, end=headroom + linear, tailroom=tailroom, writable=True,
-        repeat=repeat, cpu=program._cpu(None))
+
+    def run_once(runs: int):
+        buf = bytearray(PAGE_SIZE)
+        buf[headroom:headroom + linear] = data[:linear]
+        ctx = bytearray(struct_.internal_size)
+        off = _XDP_FIELDS["ingress_ifindex"]
+        ctx[off:off + 4] = LOOPBACK_IFINDEX.to_bytes(4, "little")
+        res = program._vm.run_ctx(
+            ctx, _align8(struct_.size), buf, kind=1, meta=headroom,
+            data=headroom + meta_len, end=headroom + linear, tailroom=tailroom,
+            writable=True, repeat=runs, cpu=program._cpu(None))
+        return buf, res
+
+    if live:
+        # every frame is a fresh copy; the kernel reports no verdict and the
+        # input frame unchanged
+        total = 0
+        for _ in range(repeat):
+            total += run_once(1)[1][1]
+        out = data
+        if user_ctx is not None:
+            struct.pack_into("<II", user_ctx, 0, meta_len, linear)
+        return TestRunResult(0, out, None, _duration(total, repeat))
+    buf, (r0, ns, meta, dstart, dend) = run_once(repeat)
     out = bytes(buf[meta:dend]) + frags
     ctx_out = None
     if user_ctx is not None:
@@ -306,8 +377,7 @@ def _run_raw_tp(program, data_in, ctx_in, ctx_out_wanted, repeat, cpu, flags, ba
                                       f"[{program.max_ctx_offset}, {MAX_BPF_FUNC_ARGS * 8}]")
     if not flags & BPF_F_TEST_RUN_ON_CPU and cpu:
         raise bpf_error(errno.EINVAL, "cpu needs BPF_F_TEST_RUN_ON_CPU")
-    if flags & ~BPF_F_TEST_RUN_ON_CPU:
-        raise bpf_error(errno.EINVAL, f"unknown test_run flags {flags:#x}")
+    # other flag bits are ignored here, as the kernel ignores them
     if flags & BPF_F_TEST_RUN_ON_CPU and cpu >= ncpus:
         raise bpf_error(errno.ENXIO, f"cpu {cpu} is not online")
     base = _align8(MAX_BPF_FUNC_ARGS * 8)
@@ -326,7 +396,6 @@ TEST_RUN_TYPES: Dict[int, Callable] = {
     ProgType.LWT_IN: _run_skb,
     ProgType.LWT_OUT: _run_skb,
     ProgType.LWT_XMIT: _run_skb,
-    ProgType.LWT_SEG6LOCAL: _run_skb,
     ProgType.XDP: _run_xdp,
     ProgType.RAW_TRACEPOINT: _run_raw_tp,
 }
