@@ -303,6 +303,8 @@ enum vm_op {
     VM_STORE_REL_DW = 174,
     VM_CTX_LDX = 175,
     VM_CTX_STX = 176,
+    VM_CTX_ST = 177,
+    VM_CTX_LDXS = 178,
     VM_NUM_OPS
 };
 

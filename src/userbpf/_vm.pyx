@@ -773,11 +773,21 @@ cdef uint64_t vm_exec_at(const vm_prog *prog, vm_run *run, uint32_t entry, uint6
                 _fault(run, VM_STATUS_ERR_CTX, _pc(ins, insns), reg[src], ins.size, 0)
                 break
             reg[dst] = vm_load(run.ctx + <uint64_t>ins.off, ins.size)
+        elif op == VM_CTX_LDXS:
+            if reg[src] != run.ctx or run.ctx == 0:
+                _fault(run, VM_STATUS_ERR_CTX, _pc(ins, insns), reg[src], ins.size, 0)
+                break
+            reg[dst] = <uint64_t>vm_sext(vm_load(run.ctx + <uint64_t>ins.off, ins.size), ins.size)
         elif op == VM_CTX_STX:
             if reg[dst] != run.ctx or run.ctx == 0:
                 _fault(run, VM_STATUS_ERR_CTX, _pc(ins, insns), reg[dst], ins.size, 1)
                 break
             vm_store(run.ctx + <uint64_t>ins.off, ins.size, reg[src])
+        elif op == VM_CTX_ST:
+            if reg[dst] != run.ctx or run.ctx == 0:
+                _fault(run, VM_STATUS_ERR_CTX, _pc(ins, insns), reg[dst], ins.size, 1)
+                break
+            vm_store(run.ctx + <uint64_t>ins.off, ins.size, <uint64_t>ins.imm)
         # ---- legacy packet loads: big-endian; out of range ends with r0 = 0
         elif (op == VM_LD_ABS_B or op == VM_LD_ABS_H or op == VM_LD_ABS_W or
               op == VM_LD_IND_B or op == VM_LD_IND_H or op == VM_LD_IND_W):

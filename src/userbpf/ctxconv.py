@@ -34,7 +34,7 @@ __all__ = ["CtxRewrite", "convert_ctx_accesses"]
 
 class CtxRewrite(NamedTuple):
     """How one instruction slot runs after conversion."""
-    op: str        # "CTX_LDX" or "CTX_STX"
+    op: str        # "CTX_LDX", "CTX_LDXS" (sign-extending), "CTX_STX" or "CTX_ST"
     off: int       # internal context offset
     size: int      # internal access size
 
@@ -110,7 +110,8 @@ def convert_ctx_accesses(insns: List[Insn], prog_type: int,
             states[pc] = new
             work.append(pc)
 
-    def access(pc: int, base: int, v, off: int, size: int, write: bool) -> None:
+    def access(pc: int, base: int, v, off: int, size: int, write: bool,
+               op: Optional[str] = None) -> None:
         if v is MIXED:
             raise ProgramError("same insn cannot be used with different pointers", pc,
                                errno.EINVAL)
@@ -124,7 +125,7 @@ def convert_ctx_accesses(insns: List[Insn], prog_type: int,
             a = check_ctx_access(prog_type, expected_attach_type, off, size, write)
         except CtxAccessError as e:
             raise ProgramError(str(e), pc, errno.EACCES) from None
-        rw = CtxRewrite("CTX_STX" if write else "CTX_LDX", a.off, a.size)
+        rw = CtxRewrite(op or ("CTX_STX" if write else "CTX_LDX"), a.off, a.size)
         if out.get(pc, rw) != rw:
             raise ProgramError("same insn cannot be used with different pointers", pc,
                                errno.EINVAL)
@@ -165,10 +166,8 @@ def convert_ctx_accesses(insns: List[Insn], prog_type: int,
             b = regs[x.src]
             val = None
             if _is_ctx(b):
-                if isa.BPF_MODE(x.code) != isa.BPF_MEM:
-                    raise ProgramError("sign-extending loads from the context are not "
-                                       "allowed", pc, errno.EACCES)
-                access(pc, x.src, b, x.off, size, False)
+                signed = isa.BPF_MODE(x.code) == isa.BPF_MEMSX
+                access(pc, x.src, b, x.off, size, False, "CTX_LDXS" if signed else None)
             elif b is not None and b[0] == FP and b[1] is not None and size == 8:
                 val = dict(stack).get(b[1] + x.off)
             regs[x.dst] = val
@@ -181,10 +180,7 @@ def convert_ctx_accesses(insns: List[Insn], prog_type: int,
                 if mode == isa.BPF_ATOMIC:
                     raise ProgramError(f"BPF_ATOMIC stores into R{x.dst} ctx is not allowed",
                                        pc, errno.EACCES)
-                if cls == Class.ST:
-                    raise ProgramError(f"BPF_ST stores into R{x.dst} ctx is not allowed", pc,
-                                       errno.EACCES)
-                access(pc, x.dst, b, x.off, size, True)
+                access(pc, x.dst, b, x.off, size, True, "CTX_ST" if cls == Class.ST else None)
             elif b is not None and b is not MIXED and b[0] == FP:
                 at = None if b[1] is None else b[1] + x.off
                 stack = _kill(stack, at, size)

@@ -687,7 +687,7 @@ def _vm_op_names() -> tuple:
     names += [f"LOAD_ACQ_{s}" for s in ("B", "H", "W", "DW")]
     names += [f"STORE_REL_{s}" for s in ("B", "H", "W", "DW")]
     # produced by the load-time context conversion, never decoded
-    names += ["CTX_LDX", "CTX_STX"]
+    names += ["CTX_LDX", "CTX_STX", "CTX_ST", "CTX_LDXS"]
     return tuple(names)
 
 

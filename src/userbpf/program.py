@@ -194,8 +194,8 @@ def predecode(insns: List[Insn], helpers: Mapping[int, HelperImpl],
             raise ProgramError("addr_space_cast insn can only be used in a program that has "
                                "an associated arena (arena maps are not supported yet)", pc)
         rw = ctx_rewrites.get(pc)
-        if rw is not None:
-            name, size, off, imm = rw.op, rw.size, rw.off, 0
+        if rw is not None:      # CTX_ST keeps its immediate
+            name, size, off = rw.op, rw.size, rw.off
         records.append(_RECORD.pack(isa.VM_OP[name], x.dst, x.src, size, off, imm))
     if "CALLX" in {isa.vm_op_name(insns[pc]) for pc in starts}:
         for hid in sorted(helpers):          # callx may reach any helper by id

@@ -185,4 +185,6 @@ cdef extern from "userbpf/insn.h" nogil:
         VM_STORE_REL_DW
         VM_CTX_LDX
         VM_CTX_STX
+        VM_CTX_ST
+        VM_CTX_LDXS
         VM_NUM_OPS
