@@ -351,6 +351,8 @@ def test_tracing_contexts():
     refused(P.PERF_EVENT, 160, 4)
     assert ok(P.PERF_EVENT, 172, 4) == CtxAccess(172, 4, None)            # sample_period, narrow
     refused(P.TRACEPOINT, 4, 4)                                           # common fields
+    assert ok(P.TRACEPOINT, -8, 8) == CtxAccess(-8, 8, None)              # the kernel's quirk
+    refused(P.TRACEPOINT, -4, 8)
     assert ok(P.TRACEPOINT, 8188, 4) == CtxAccess(8188, 4, None)
     refused(P.TRACEPOINT, 8192, 1)
     assert ok(P.RAW_TRACEPOINT, 90, 2) == CtxAccess(90, 2, None)

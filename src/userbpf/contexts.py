@@ -32,6 +32,7 @@ struct, at ``align8(sizeof) + 8 * CtxPtr.<kind>``, so a 4-byte load of
 """
 from __future__ import annotations
 
+import errno
 import functools
 import sys
 from enum import IntEnum
@@ -44,7 +45,8 @@ __all__ = [
     "ctx_struct", "check_ctx_access", "ctx_fields_access", "may_access_skb",
     "may_access_direct_pkt_data", "STRUCTS", "LOAD_ATTACH_TYPES", "ctx_reg_type",
     "check_flow_keys_access", "FLOW_KEYS", "CTX_ATOMIC_ERROR", "PTR_REG_TYPES",
-    "BTF_ARGS_TYPES", "RET_SLOT_ATTACH_TYPES",
+    "BTF_ARGS_TYPES", "RET_SLOT_ATTACH_TYPES", "CTX_MODIFIED_ERROR", "CTX_VAR_OFF_ERROR",
+    "CTX_ACCESS_ERRNO",
 ]
 
 
@@ -734,7 +736,12 @@ def _kprobe(eat: int) -> _Table:
 def _tracepoint(eat: int) -> _Table:
     # tp_prog_is_valid_access: any aligned read past the first 8 bytes
     # (the common fields) and below PERF_MAX_TRACE_SIZE.
-    return _Table(TRACE_RECORD).big_span(8, PERF_MAX_TRACE_SIZE)
+    # Negative offsets pass too: the kernel compares the int offset with
+    # sizeof(void *) unsigned, so "off < 8" is false for them (measured on
+    # 6.18).  Such loads read before the record: the returned CtxAccess has
+    # a negative offset, which the runtime must treat as out of bounds.
+    t = _Table(TRACE_RECORD).big_span(8, PERF_MAX_TRACE_SIZE)
+    return t.big_span(-(1 << 31), 0)
 
 
 def _raw_tp(eat: int) -> _Table:
@@ -937,8 +944,14 @@ def check_ctx_access(prog_type: int, expected_attach_type: int, off: int, size: 
     return acc
 
 
-# BPF_ATOMIC on a ctx pointer; the kernel names the register (R%d).
+# The verifier's other ctx refusals (all with errno EACCES, like
+# CtxAccessError): an atomic on ctx, a ctx pointer moved by a constant or by
+# a variable before the access.
 CTX_ATOMIC_ERROR = "BPF_ATOMIC stores into R{reg} ctx is not allowed"
+CTX_MODIFIED_ERROR = "dereference of modified ctx ptr R{reg} off={off} disallowed"
+CTX_VAR_OFF_ERROR = "variable ctx access var_off={var_off} disallowed"
+# errno of a PROG_LOAD refused for a ctx access.
+CTX_ACCESS_ERRNO = errno.EACCES
 
 
 def ctx_reg_type(prog_type: int, expected_attach_type: int, off: int, size: int) -> str:
