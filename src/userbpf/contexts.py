@@ -17,6 +17,26 @@ plain fields are accessed in place.  Every pointer field (``data``,
 struct, at ``align8(sizeof) + 8 * CtxPtr.<kind>``, so a 4-byte load of
 ``xdp_md.data`` becomes an 8-byte load of the ``PKT`` slot.
 
+Coverage (struct per program type; ``LOAD_ATTACH_TYPES`` lists the
+expected_attach_types compared with the kernel):
+
+========================================  ==========================================
+SOCKET_FILTER, SCHED_CLS/ACT, CGROUP_SKB,  ``__sk_buff`` (each type its own rules)
+LWT_*, SK_SKB, FLOW_DISSECTOR
+XDP                                        ``xdp_md``
+CGROUP_SOCK                                ``bpf_sock`` (fields by attach type)
+CGROUP_SOCK_ADDR                           ``bpf_sock_addr`` (ip4/ip6 by attach type)
+SOCK_OPS / SK_MSG / SK_REUSEPORT           ``bpf_sock_ops`` / ``sk_msg_md`` / ``sk_reuseport_md``
+CGROUP_SOCKOPT / SK_LOOKUP                 ``bpf_sockopt`` / ``bpf_sk_lookup``
+CGROUP_DEVICE / CGROUP_SYSCTL              ``bpf_cgroup_dev_ctx`` / ``bpf_sysctl``
+KPROBE / PERF_EVENT                        ``pt_regs`` (x86_64) / ``bpf_perf_event_data``
+TRACEPOINT                                 the trace record (``trace_entry`` + fields)
+RAW_TRACEPOINT(_WRITABLE)                  ``bpf_raw_tracepoint_args`` (12 u64)
+TRACING, LSM, STRUCT_OPS                   12 u64 arguments (BTF decides: ``nr_args``)
+LIRC_MODE2 / NETFILTER / SYSCALL           one u32 sample / ``bpf_nf_ctx`` / caller's buffer
+EXT                                        its target's context (ValueError here)
+========================================  ==========================================
+
     >>> from userbpf.uapi import ProgType, AttachType
     >>> s = ctx_struct(ProgType.XDP)
     >>> s.name, s.size, s.internal_size - s.size == 8 * len(CtxPtr)
@@ -472,16 +492,8 @@ class _Table:
             self.spans.append((lo, hi, tuple(sizes), True, within))
         return self
 
-    def drop(self, *names: str, read: bool = True, write: bool = True) -> "_Table":
-        """Forbid every access touching these fields."""
-        for f in self._fields(names):
-            for key in list(self.ok):
-                off, size, w = key
-                if off < f.off + f.size and f.off < off + size and (w and write or not w and read):
-                    del self.ok[key]
-        return self
-
     def lookup(self, off: int, size: int, write: bool) -> Optional[CtxAccess]:
+        """The access's rewrite, or None when the kernel refuses it."""
         acc = self.ok.get((off, size, write))
         if acc is not None:
             return acc
@@ -497,9 +509,9 @@ class _Table:
 # each type then forbids some fields and picks its writable ones.
 
 _SKB_PTRS = {"data": CtxPtr.PKT, "data_end": CtxPtr.PKT_END, "data_meta": CtxPtr.PKT_META}
-# Fields whose only read is the full 4 bytes (the kernel converts them to
-# pointer loads or socket field loads that cannot be narrowed).
-_SKB_FULL_ONLY = ("remote_ip4", "local_ip4", "remote_ip6[]", "local_ip6[]")
+# Fields whose only read is the full 4 bytes (the kernel fetches them from
+# the socket, without narrowing).
+_SKB_FULL_ONLY = {"remote_ip4", "local_ip4", "remote_ip6", "local_ip6"}
 
 
 def _skb_base(readable: Iterable[str], writable: Iterable[str]) -> _Table:
@@ -517,11 +529,9 @@ def _skb_base(readable: Iterable[str], writable: Iterable[str]) -> _Table:
             t.full(f.name, ptr=_SKB_PTRS[base])
         elif base == "sk":
             t.full(f.name, ptr=CtxPtr.SOCK, reg_type="sock_common_or_null")
-        elif base in ("tstamp", "hwtstamp"):
+        elif base in ("tstamp", "hwtstamp"):      # u64 only; hwtstamp is read only
             t.full(f.name, write=base in writable and base == "tstamp")
-        elif base in ("flow_keys",):
-            continue
-        elif f.name in _SKB_FULL_ONLY or base in ("remote_ip6", "local_ip6"):
+        elif base in _SKB_FULL_ONLY:
             t.full(f.name)
         else:
             t.narrow(f.name, write=base in writable)
