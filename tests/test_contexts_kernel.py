@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import errno
 import random
-from typing import List, Optional, Tuple
+from typing import List, Tuple
 
 import pytest
 

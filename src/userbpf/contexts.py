@@ -157,8 +157,10 @@ class CtxStruct(NamedTuple):
 
         >>> s = ctx_struct(ProgType.XDP)
         >>> buf = s.pack(ingress_ifindex=3, ptrs={CtxPtr.PKT: 0x1000})
-        >>> len(buf) == s.internal_size, s.get(buf, "ingress_ifindex"), hex(s.get_ptr(buf, CtxPtr.PKT))
-        (True, 3, '0x1000')
+        >>> len(buf) == s.internal_size, s.get(buf, "ingress_ifindex")
+        (True, 3)
+        >>> hex(s.get_ptr(buf, CtxPtr.PKT))
+        '0x1000'
         >>> bytes(s.uapi(buf))[12:16] == (3).to_bytes(4, sys.byteorder)
         True
         """
@@ -176,7 +178,8 @@ class CtxStruct(NamedTuple):
     def set(self, buf: bytearray, name: str, value: int) -> None:
         """Store field ``name`` (e.g. ``"cb[2]"``) into an internal context ``buf``."""
         f = self.field(name)
-        buf[f.off:f.off + f.size] = (value & ((1 << (8 * f.size)) - 1)).to_bytes(f.size, sys.byteorder)
+        value &= (1 << (8 * f.size)) - 1
+        buf[f.off:f.off + f.size] = value.to_bytes(f.size, sys.byteorder)
 
     def get(self, buf, name: str) -> int:
         """Field ``name`` of an internal (or uapi) context ``buf``, unsigned."""
@@ -1049,7 +1052,9 @@ def may_access_skb(prog_type: int) -> bool:
 def may_access_direct_pkt_data(prog_type: int, write: bool = False) -> bool:
     """Whether packet pointers may be dereferenced directly (for ``write``, stored to).
 
-    >>> may_access_direct_pkt_data(ProgType.XDP, True), may_access_direct_pkt_data(ProgType.CGROUP_SKB, True)
+    >>> may_access_direct_pkt_data(ProgType.XDP, True)
+    True
+    >>> may_access_direct_pkt_data(ProgType.CGROUP_SKB), may_access_direct_pkt_data(ProgType.CGROUP_SKB, True)
     (True, False)
     """
     return int(prog_type) in (DIRECT_PKT_WRITE_TYPES if write else DIRECT_PKT_READ_TYPES)
