@@ -392,7 +392,21 @@ def test_fd_of_another_kind_is_einval(k, cmd, attr):
 
 
 # -- types whose elements userbpf does not store yet --------------------------------
-NO_STORAGE = [(MapType.PERF_EVENT_ARRAY, 4, 4, 4, 0), (MapType.CGROUP_ARRAY, 4, 4, 4, 0)]
+NO_STORAGE = [(MapType.CGROUP_ARRAY, 4, 4, 4, 0)]
+
+
+def test_perf_event_array_elements_answer_as_the_kernel(k):
+    """PERF_EVENT_ARRAY (kernel/perf_array, compared with the live kernel in
+    test_perf_array_elem.py): a map fd is not a perf event (EBADF), lookups
+    are ENOTSUPP, deletes of empty slots ENOENT, next keys array-like."""
+    fd = new(k, MapType.PERF_EVENT_ARRAY, 4, 4, 4, 0)
+    assert fails(k, Cmd.MAP_UPDATE_ELEM, map_fd=fd, key=u32(0), value=u32(fd)) == EBADF
+    assert fails(k, Cmd.MAP_UPDATE_ELEM, map_fd=fd, key=u32(4), value=u32(fd)) == E2BIG
+    assert fails(k, Cmd.MAP_LOOKUP_ELEM, map_fd=fd, key=u32(0)) == ENOTSUPP
+    assert fails(k, Cmd.MAP_DELETE_ELEM, map_fd=fd, key=u32(0)) == ENOENT
+    assert fails(k, Cmd.MAP_DELETE_ELEM, map_fd=fd, key=u32(9)) == E2BIG
+    assert k.bpf(Cmd.MAP_GET_NEXT_KEY, map_fd=fd, key=None) == u32(0)
+    assert k.bpf(Cmd.MAP_GET_NEXT_KEY, map_fd=fd, key=u32(2)) == u32(3)
 
 
 @pytest.mark.parametrize("spec", NO_STORAGE, ids=lambda s: s[0].name)

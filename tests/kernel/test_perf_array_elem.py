@@ -379,10 +379,6 @@ def expressible(scenario):
             if s[0] != "update" or s[2] in ("bpf_map", "not_open")]
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="kernel/perf_array is not wired into kernel/maps.py yet "
-                          "(PERF_EVENT_ARRAY elements answer ENOTSUPP); drop this mark "
-                          "when it is")
 def test_userbpf_kernel_answers_the_same(host):
     scenario = expressible(UPDATE_ERRNOS) + expressible(OTHER_COMMANDS)
     mine = ThroughKernel()

@@ -22,7 +22,7 @@ from typing import Any, Callable, Dict, Optional
 
 from ..abi import bpf_attr, bpf_map_info
 from ..uapi import Cmd, MapType
-from . import batch, from_ctypes
+from . import batch, from_ctypes, perf_array
 from . import maps as _maps
 from . import progs as _progs
 from . import test_run as _test_run
@@ -165,6 +165,9 @@ class Kernel:
     def close(self, fd: int) -> None:
         """Close an fd (EBADF if it is not open)."""
         with self._lock:
+            obj = self.fds.get(fd)
+            if isinstance(getattr(obj, "slots", None), perf_array.PerfEventSlots):
+                obj.slots.release_file(fd)     # perf_event_fd_array_release
             self.fds.close(fd)
 
     # -- helpers ---------------------------------------------------------------
@@ -238,7 +241,8 @@ class Kernel:
         m = self._map(a["map_fd"])
         self._writable(a["map_fd"], m)
         self._no_lock_flag(a["flags"])
-        m.update(self._key(m, a["key"]), self._bytes(a["value"], "value"), a["flags"])
+        m.update(self._key(m, a["key"]), self._bytes(a["value"], "value"), a["flags"],
+                 file=a["map_fd"])
         return 0
 
     def _map_delete_elem(self, a: dict) -> int:

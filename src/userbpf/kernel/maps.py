@@ -9,7 +9,7 @@ from typing import Callable, Dict, Optional
 
 from .. import _maps
 from ..uapi import MapType
-from . import fdmaps
+from . import fdmaps, perf_array
 from .errors import ENOTSUPP, bpf_error
 from .objects import BpfObject
 
@@ -365,8 +365,14 @@ class BpfMap(BpfObject):
             return store.lookup(self._key(key))
         return store.lookup(self._key(key), flags, value)
 
-    def update(self, key, value: bytes, flags: int = 0) -> None:
-        self._store().update(self._key(key), value, flags)
+    def update(self, key, value: bytes, flags: int = 0, file=None) -> None:
+        """``file``: the map fd used (PERF_EVENT_ARRAY slots are emptied when
+        the file that filled them is released)."""
+        store = self._store()
+        if isinstance(store, perf_array.PerfEventSlots):
+            store.update(self._key(key), value, flags, file)
+        else:
+            store.update(self._key(key), value, flags)
 
     def delete(self, key) -> None:
         self._store().delete(self._key(key))
@@ -430,4 +436,9 @@ def create(obj_id: int, attr: dict, ncpus: int, get_fd: Callable, open_fds=(0, 1
         core = None
     except MemoryError:
         raise bpf_error(errno.ENOMEM, "cannot allocate the map") from None
+    if t == MapType.PERF_EVENT_ARRAY:
+        # element commands hold perf event fds (kernel/perf_array); the C
+        # storage keeps the sample rings bpf_perf_event_output writes
+        slots = perf_array.PerfEventSlots(attr["max_entries"], attr["map_flags"], get_fd)
+        return BpfMap(obj_id, core, name, attr, slots)
     return BpfMap(obj_id, core, name, attr)
