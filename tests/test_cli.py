@@ -54,6 +54,7 @@ def test_demo_runs_every_example_and_checks_it():
     assert code == 0, err
     assert out.count("\n") > len(cli.DEMO)
     assert "all results match" in out and "MISMATCH" not in out
+    assert out.count("-> XDP_DROP") == 3 and out.count("-> XDP_PASS") == 3   # xdp_firewall.s
 
 
 @pytest.mark.parametrize("name, mem, expected", [(n, m, e) for n, _, m, e in cli.DEMO])

@@ -125,6 +125,63 @@ def _demo_map(examples) -> int:
     return 0 if got == want else 1
 
 
+def _ipv4_packet(proto: int, dport: int, ttl: int = 64) -> bytes:
+    """Ethernet + IPv4 (checksummed) + 4 port bytes and padding."""
+    ip = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, 0, 40, 1, 0, ttl, proto, 0,
+                               bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2])))
+    ip[10:12] = struct.pack("!H", _inet_checksum(bytes(ip)))
+    return (bytes.fromhex("020000000002" "020000000001" "0800") + bytes(ip)
+            + struct.pack("!HH", 40000, dport) + bytes(16))
+
+
+def _firewall_reference(packet: bytes, blocked) -> tuple:
+    """What xdp_firewall.s should do: (verdict, output packet)."""
+    proto, ttl = packet[23], packet[22]
+    if proto == 6 and int.from_bytes(packet[36:38], "big") in blocked or ttl <= 1:
+        return 1, packet
+    out = bytearray(packet)
+    out[22] = ttl - 1
+    out[24:26] = b"\0\0"
+    out[24:26] = struct.pack("!H", _inet_checksum(bytes(out[14:34])))
+    return 2, bytes(out)
+
+
+def _demo_xdp(examples) -> int:
+    """xdp_firewall.s loaded as an XDP program and test-run packet by packet."""
+    import collections
+    from .kernel import Kernel
+    from .kernel.progs import load_program
+    from .map import Map
+    from .uapi import MapType, ProgType
+    k = Kernel(ncpus=1)
+    stats = Map(MapType.ARRAY, 4, 8, 256, kernel=k, key_type=int, value_type=int)
+    blocked = Map(MapType.HASH, 4, 1, 16, kernel=k, key_type=int, value_type=int)
+    for port in (23, 445):
+        blocked[port] = 1
+    packets = [_ipv4_packet(proto, port, ttl) for proto, port, ttl in
+               [(6, 443, 64), (6, 23, 64), (17, 53, 64), (6, 445, 9), (1, 0, 1), (6, 80, 2)]]
+    prog = load_program((examples / "xdp_firewall.s").read_text(), prog_type=ProgType.XDP,
+                        maps={1: stats, 2: blocked}, kernel=k)
+    print(f"\nxdp_firewall.s as BPF_PROG_TYPE_XDP (fd {prog.fd}, tag {prog.tag.hex()}), "
+          "BPF_PROG_TEST_RUN per packet:")
+    failures = 0
+    for pkt in packets:
+        res = prog.test_run(pkt)
+        want = _firewall_reference(pkt, {23, 445})
+        ok = (res.retval, res.data_out) == want
+        failures += not ok
+        verdict = {1: "XDP_DROP", 2: "XDP_PASS"}.get(res.retval, res.retval)
+        print(f"    proto {pkt[23]:>2} port {int.from_bytes(pkt[36:38], 'big'):>4} ttl "
+              f"{pkt[22]:>2} -> {verdict:<9} ttl out {res.data_out[22]:>2}"
+              f"{'' if ok else '  MISMATCH'}")
+    counted = {key: v for key, v in stats.items() if v}
+    want = dict(collections.Counter(p[23] for p in packets))
+    failures += counted != want
+    print(f"    packets per IP protocol (ARRAY map): {counted}"
+          f"{'' if counted == want else '  MISMATCH: expected ' + str(want)}")
+    return failures
+
+
 def cmd_demo(args) -> int:
     examples = resources.files("userbpf") / "examples"
     print("userbpf demo: bundled example programs, assembled, run in the interpreter "
@@ -140,6 +197,7 @@ def cmd_demo(args) -> int:
         print(f"{name:<16}{label:<26}{r0:>22}{expected:>22}{batch.insns:>8}"
               f"{batch.duration_ns:>10.1f}{'' if ok else '  MISMATCH'}")
     failures += _demo_map(examples)
+    failures += _demo_xdp(examples)
     first = Program((examples / "fib.s").read_text())
     print("\nfib.s as the kernel's verifier log prints it:")
     print("\n".join("    " + line for line in first.disassemble().splitlines()))
