@@ -5,13 +5,14 @@ these tests pin representative answers and the layout without a kernel.
 """
 from __future__ import annotations
 
+import errno
 import shutil
 import subprocess
 
 import pytest
 
 from userbpf.contexts import (STRUCTS, CtxAccess, CtxAccessError, CtxPtr, check_ctx_access,
-                              check_flow_keys_access, ctx_fields_access, ctx_reg_type,
+                              check_flow_keys_access, check_sock_access, ctx_fields_access, ctx_reg_type,
                               ctx_struct, may_access_direct_pkt_data, may_access_skb)
 from userbpf.uapi import AttachType, ProgType
 
@@ -83,7 +84,7 @@ USER_PT_REGS = {"bp": "rbp", "bx": "rbx", "ax": "rax", "cx": "rcx", "dx": "rdx",
 HEADER_STRUCTS = ["__sk_buff", "xdp_md", "bpf_sock", "bpf_sock_addr", "bpf_sock_ops",
                   "sk_msg_md", "sk_reuseport_md", "bpf_sockopt", "bpf_sk_lookup",
                   "bpf_cgroup_dev_ctx", "bpf_sysctl", "bpf_flow_keys", "pt_regs",
-                  "bpf_perf_event_data"]
+                  "bpf_perf_event_data", "bpf_tcp_sock", "bpf_xdp_sock"]
 
 
 def _compile_and_run(tmp_path, src_text):
@@ -428,3 +429,23 @@ def test_pack_puts_fields_in_place_and_pointers_in_slots():
         s.pack(bytes(193))
     with pytest.raises(KeyError):
         s.pack(nonsense=1)
+
+
+def test_socket_pointer_accesses():
+    assert check_sock_access("sock", 16, 4) == CtxAccess(16, 4, None)          # mark
+    assert check_sock_access("sock", 8, 1) == CtxAccess(8, 1, None)            # type
+    with pytest.raises(CtxAccessError, match="R1 invalid sock access off=9 size=1"):
+        check_sock_access("sock", 9, 1)
+    with pytest.raises(CtxAccessError, match="R3 cannot write into sock_common"):
+        check_sock_access("sock_common", 16, 4, write=True, regno=3)
+    with pytest.raises(CtxAccessError) as e:
+        check_sock_access("tcp_sock", 80, 4)
+    assert e.value.errno == errno.EACCES
+    with pytest.raises(CtxAccessError, match="verifier bug") as e:
+        check_sock_access("tcp_sock", 84, 4)          # the kernel's EFAULT path
+    assert e.value.errno == errno.EFAULT
+    assert check_sock_access("xdp_sock", 0, 4) == CtxAccess(0, 4, None)
+    with pytest.raises(CtxAccessError):
+        check_sock_access("xdp_sock", 0, 2)
+    with pytest.raises(ValueError):
+        check_sock_access("udp_sock", 0, 4)

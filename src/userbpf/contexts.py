@@ -66,7 +66,7 @@ __all__ = [
     "may_access_direct_pkt_data", "STRUCTS", "LOAD_ATTACH_TYPES", "ctx_reg_type",
     "check_flow_keys_access", "FLOW_KEYS", "CTX_ATOMIC_ERROR", "PTR_REG_TYPES",
     "BTF_ARGS_TYPES", "RET_SLOT_ATTACH_TYPES", "CTX_MODIFIED_ERROR", "CTX_VAR_OFF_ERROR",
-    "CTX_ACCESS_ERRNO",
+    "CTX_ACCESS_ERRNO", "check_sock_access", "SOCK_POINTER_STRUCTS", "CONVERSION_BUG",
 ]
 
 
@@ -205,7 +205,16 @@ class CtxAccess(NamedTuple):
 
 
 class CtxAccessError(Exception):
-    """A ctx access the kernel's verifier refuses; the message is the kernel's text."""
+    """A ctx access the kernel's verifier refuses; the message is the kernel's text.
+
+    ``errno`` is what the refused PROG_LOAD returns: EACCES, or EFAULT where
+    the kernel accepts the access but then fails to rewrite it (its
+    "verifier bug" paths, kept because programs see that errno).
+    """
+
+    def __init__(self, message: str, err: int = errno.EACCES):
+        super().__init__(message)
+        self.errno = err
 
 
 def _align8(n: int) -> int:
@@ -372,6 +381,19 @@ SYSCALL_CTX_MAX = 0xFFFF
 SYSCALL_CTX = CtxStruct("syscall_ctx", SYSCALL_CTX_MAX, (),
                         _align8(SYSCALL_CTX_MAX) + 8 * N_PTR_SLOTS)
 
+# What bpf_tcp_sock() and an XSKMAP lookup return (not contexts themselves).
+BPF_TCP_SOCK = _layout("bpf_tcp_sock", [
+    ("snd_cwnd", U32), ("srtt_us", U32), ("rtt_min", U32), ("snd_ssthresh", U32),
+    ("rcv_nxt", U32), ("snd_nxt", U32), ("snd_una", U32), ("mss_cache", U32),
+    ("ecn_flags", U32), ("rate_delivered", U32), ("rate_interval_us", U32),
+    ("packets_out", U32), ("retrans_out", U32), ("total_retrans", U32), ("segs_in", U32),
+    ("data_segs_in", U32), ("segs_out", U32), ("data_segs_out", U32), ("lost_out", U32),
+    ("sacked_out", U32), ("bytes_received", U64), ("bytes_acked", U64), ("dsack_dups", U32),
+    ("delivered", U32), ("delivered_ce", U32), ("icsk_retransmits", U32),
+], size=112)
+
+BPF_XDP_SOCK = _layout("bpf_xdp_sock", [("queue_id", U32)], size=4)
+
 # What __sk_buff.flow_keys points to in a flow dissector (not a ctx itself).
 FLOW_KEYS = _layout("bpf_flow_keys", [
     ("nhoff", U16), ("thoff", U16), ("addr_proto", U16), ("is_frag", U8),
@@ -381,7 +403,7 @@ FLOW_KEYS = _layout("bpf_flow_keys", [
     ("flags", U32), ("flow_label", U32),
 ], size=56)
 
-STRUCTS: Dict[str, CtxStruct] = {s.name: s for s in (FLOW_KEYS, 
+STRUCTS: Dict[str, CtxStruct] = {s.name: s for s in (FLOW_KEYS, BPF_TCP_SOCK, BPF_XDP_SOCK, 
     SK_BUFF, XDP_MD, CGROUP_DEV_CTX, SYSCTL, BPF_SOCK, SOCK_ADDR, SOCK_OPS, SK_MSG_MD,
     SK_REUSEPORT_MD, SOCKOPT, SK_LOOKUP, PT_REGS, PERF_EVENT_DATA, RAW_TP_ARGS,
     TRACE_RECORD, LIRC_SAMPLE, NF_CTX, SYSCALL_CTX)}
@@ -493,6 +515,13 @@ class _Table:
         self.spans.append((lo, hi, tuple(sizes), False, within))
         if write:
             self.spans.append((lo, hi, tuple(sizes), True, within))
+        return self
+
+    def forget(self, *names: str) -> "_Table":
+        """Take back every access that starts inside these fields."""
+        for f in self._fields(names):
+            for key in [k for k in self.ok if f.off <= k[0] < f.off + f.size]:
+                del self.ok[key]
         return self
 
     def lookup(self, off: int, size: int, write: bool) -> Optional[CtxAccess]:
@@ -617,21 +646,34 @@ def _sysctl(eat: int) -> _Table:
 
 # --- struct bpf_sock (CGROUP_SOCK) ---------------------------------------------
 
-def _cgroup_sock(eat: int) -> _Table:
-    # bpf_sock_is_valid_access then __sock_filter_check_attach_type.
-    t = _Table(BPF_SOCK)
-    # Narrow reads at the field's offset only (the kernel matches offsetof).
-    t.narrow("family", "type", "protocol", "state", "rx_queue_mapping", start_only=True)
-    t.narrow("dst_ip4", "dst_ip6[]")                     # whole byte range
+def _bpf_sock_reads(t: _Table, common_only: bool = False) -> _Table:
+    """bpf_sock_is_valid_access for loads (bpf_sock_common_is_valid_access
+    when ``common_only``: no type, protocol, mark or priority)."""
+    # Narrow reads at the field's offset only (the kernel matches offsetof) ...
+    t.narrow("family", "state", "rx_queue_mapping", "src_port", start_only=True)
+    if not common_only:
+        t.narrow("type", "protocol", start_only=True).full("mark", "priority")
+    # ... or anywhere in it (bpf_ctx_range).
+    t.narrow("src_ip4", "src_ip6[]", "dst_ip4", "dst_ip6[]")
     t.narrow("dst_port").at(BPF_SOCK.field("dst_port").off, 4)   # u16, or u32 with padding
-    if eat in (AttachType.CGROUP_INET4_POST_BIND, AttachType.CGROUP_INET6_POST_BIND):
-        t.narrow("src_port", start_only=True)
-    if eat == AttachType.CGROUP_INET4_POST_BIND:
-        t.narrow("src_ip4")
-    if eat == AttachType.CGROUP_INET6_POST_BIND:
-        t.narrow("src_ip6[]")
+    return t.full("bound_dev_if")
+
+
+def _cgroup_sock(eat: int) -> _Table:
+    # bpf_sock_is_valid_access, then __sock_filter_check_attach_type takes
+    # some fields away per attach type and makes the rest read only.
+    t = _bpf_sock_reads(_Table(BPF_SOCK))
+    post_bind = (AttachType.CGROUP_INET4_POST_BIND, AttachType.CGROUP_INET6_POST_BIND)
+    if eat not in post_bind:
+        t.forget("src_port")
+    if eat != AttachType.CGROUP_INET4_POST_BIND:
+        t.forget("src_ip4")
+    if eat != AttachType.CGROUP_INET6_POST_BIND:
+        t.forget("src_ip6[]")
     if eat in (AttachType.CGROUP_INET_SOCK_CREATE, AttachType.CGROUP_INET_SOCK_RELEASE):
-        t.full("bound_dev_if", "mark", "priority", write=True)
+        t.full("bound_dev_if", "mark", "priority", read=False, write=True)
+    else:
+        t.forget("bound_dev_if", "mark", "priority")
     return t
 
 
@@ -984,6 +1026,61 @@ def ctx_reg_type(prog_type: int, expected_attach_type: int, off: int, size: int)
     if acc.ptr is None:
         return "scalar"
     return t.reg_types.get(off, PTR_REG_TYPES[acc.ptr])
+
+
+@functools.lru_cache(maxsize=None)
+def _sock_table(kind: str) -> _Table:
+    if kind in ("sock", "sock_common"):
+        return _bpf_sock_reads(_Table(BPF_SOCK), common_only=kind == "sock_common")
+    if kind == "tcp_sock":
+        # bpf_tcp_sock_is_valid_access: u32 fields whole, the two counters u64.
+        return _Table(BPF_TCP_SOCK).full(*[f.name for f in BPF_TCP_SOCK.fields])
+    if kind == "xdp_sock":
+        return _Table(BPF_XDP_SOCK).full("queue_id")     # bpf_xdp_sock_is_valid_access
+    raise ValueError(f"no socket pointer kind {kind!r}")
+
+
+# Accesses the kernel's is_valid_access lets through but its rewrite cannot
+# convert: the load fails with EFAULT and this message (measured on 6.18).
+CONVERSION_BUG = "verifier bug: error during ctx access conversion (0)"
+_SOCK_CONVERSION_BUGS = {
+    # a u32 load of the upper half of bytes_received / bytes_acked
+    "tcp_sock": {(BPF_TCP_SOCK.field("bytes_received").off + 4, 4),
+                 (BPF_TCP_SOCK.field("bytes_acked").off + 4, 4)},
+}
+
+
+# The structs behind the verifier's socket pointer types (after a null check).
+SOCK_POINTER_STRUCTS = {"sock_common": BPF_SOCK, "sock": BPF_SOCK,
+                        "tcp_sock": BPF_TCP_SOCK, "xdp_sock": BPF_XDP_SOCK}
+
+
+def check_sock_access(kind: str, off: int, size: int, write: bool = False,
+                      regno: int = 1) -> CtxAccess:
+    """A load through a socket pointer (the verifier's check_sock_access).
+
+    ``kind`` is the verifier's type name without ``_or_null``: ``sock_common``
+    (``__sk_buff.sk``), ``sock``, ``tcp_sock`` or ``xdp_sock``.  They are
+    read only; ``regno`` is the pointer's register, named in the message.
+
+    >>> check_sock_access("sock_common", 4, 2)        # family
+    CtxAccess(off=4, size=2, ptr=None)
+    >>> check_sock_access("sock_common", 16, 4, regno=2)    # mark: full sockets only
+    Traceback (most recent call last):
+    ...
+    userbpf.contexts.CtxAccessError: R2 invalid sock_common access off=16 size=4
+    >>> check_sock_access("tcp_sock", 80, 8).off      # bytes_received
+    80
+    """
+    if write:
+        raise CtxAccessError(f"R{regno} cannot write into {kind}")
+    table = _sock_table(kind)
+    if (off, size) in _SOCK_CONVERSION_BUGS.get(kind, ()):
+        raise CtxAccessError(CONVERSION_BUG, errno.EFAULT)
+    acc = table.lookup(off, size, False)
+    if acc is None:
+        raise CtxAccessError(f"R{regno} invalid {kind} access off={off} size={size}")
+    return acc
 
 
 def check_flow_keys_access(off: int, size: int) -> None:
