@@ -64,6 +64,8 @@ ETH_P_802_3_MIN, ETH_P_802_3, ETH_P_802_2 = 0x600, 0x0001, 0x0004
 ETH_P_IP, ETH_P_IPV6 = 0x0800, 0x86DD
 AF_INET, AF_INET6 = 2, 10
 LOOPBACK_MAC = bytes(6)
+# loopback_setup sets no broadcast address: ff:ff:ff:ff:ff:ff is just multicast there
+LOOPBACK_BROADCAST = bytes(6)
 
 
 class TestRunResult(NamedTuple):
@@ -159,16 +161,22 @@ def _check_skb_ctx_in(ctx: bytearray, pkt_len: int) -> None:
         raise bpf_error(errno.EINVAL, "gso_segs is larger than GSO_MAX_SEGS")
 
 
-def eth_type_trans(frame: bytes, dev_addr: bytes = LOOPBACK_MAC):
+def eth_type_trans(frame: bytes, dev_addr: bytes = LOOPBACK_MAC,
+                   dev_broadcast: bytes = LOOPBACK_BROADCAST):
     """``(protocol (host order), pkt_type)`` of an Ethernet frame, as the kernel's
-    eth_type_trans gives them for a device with address ``dev_addr``.
+    eth_type_trans gives them for a device with address ``dev_addr`` and
+    broadcast address ``dev_broadcast`` (the loopback device's by default,
+    where the all-ones address counts as multicast).
 
     >>> eth_type_trans(bytes.fromhex("ffffffffffff" "020000000001" "0800") + bytes(20))
-    (2048, 1)
+    (2048, 2)
+    >>> eth_type_trans(bytes.fromhex("ffffffffffff" "020000000001" "0806"), b"\2" * 6,
+    ...                b"\xff" * 6)
+    (2054, 1)
     """
     dest = frame[0:6]
     if dest[0] & 1:
-        pkt_type = PACKET_BROADCAST if dest == b"\xff" * 6 else PACKET_MULTICAST
+        pkt_type = PACKET_BROADCAST if dest == dev_broadcast else PACKET_MULTICAST
     elif dest != dev_addr:
         pkt_type = PACKET_OTHERHOST
     else:
@@ -223,7 +231,13 @@ def _run_skb(program, data_in, ctx_in, ctx_out_wanted, repeat, cpu, flags, batch
     _put(ctx, "pkt_type", pkt_type)
     _put(ctx, "protocol", int.from_bytes(protocol.to_bytes(2, "big"), "little"))  # __be16
     _put(ctx, "ifindex", LOOPBACK_IFINDEX)
-    # the test run's socket: family and addresses from the packet's IP header
+    # the test run's socket: family and addresses from the packet's IP
+    # header, which must be all there (EINVAL otherwise, as on Linux 6.18)
+    if protocol in (ETH_P_IP, ETH_P_IPV6):
+        need = 20 if protocol == ETH_P_IP else 40
+        if size - ETH_HLEN < need:
+            raise bpf_error(errno.EINVAL, f"an {'IPv4' if need == 20 else 'IPv6'} frame "
+                                          f"needs {need} bytes of IP header")
     if protocol == ETH_P_IP:
         _put(ctx, "family", AF_INET)
         if size - ETH_HLEN >= 20:
@@ -243,9 +257,11 @@ def _run_skb(program, data_in, ctx_in, ctx_out_wanted, repeat, cpu, flags, batch
         for name in ("mark", "priority", "ingress_ifindex", "tstamp", "cb", "gso_segs",
                      "gso_size", "hwtstamp"):
             _copy_field(ctx, user_ctx, name)
+        # skb_shinfo(skb)->gso_size is 16 bits
+        _put(ctx, "gso_size", _get(user_ctx, "gso_size") & 0xffff)
         _put(ctx, "wire_len", _get(user_ctx, "wire_len") or length)
-    else:
-        _put(ctx, "wire_len", length)
+    # without ctx_in (or ctx_out) the kernel leaves the skb's cb zero, so
+    # wire_len (qdisc_skb_cb(skb)->pkt_len) reads 0
     _put(ctx, "len", length)
     csum = csum_fold(buf[net:headroom + size]) \
         if flags & BPF_F_TEST_SKB_CHECKSUM_COMPLETE else None
