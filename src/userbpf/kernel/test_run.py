@@ -170,8 +170,8 @@ def eth_type_trans(frame: bytes, dev_addr: bytes = LOOPBACK_MAC,
 
     >>> eth_type_trans(bytes.fromhex("ffffffffffff" "020000000001" "0800") + bytes(20))
     (2048, 2)
-    >>> eth_type_trans(bytes.fromhex("ffffffffffff" "020000000001" "0806"), b"\2" * 6,
-    ...                b"\xff" * 6)
+    >>> eth_type_trans(bytes.fromhex("ffffffffffff" "020000000001" "0806"),
+    ...                dev_broadcast=bytes.fromhex("ffffffffffff"))
     (2054, 1)
     """
     dest = frame[0:6]
