@@ -198,7 +198,8 @@ def test_flow_dissector_sees_three_pointers():
 
 
 def test_sk_skb_socket_fields():
-    assert ok(P.SK_SKB, 88, 2) == CtxAccess(88, 2, None)     # family, narrow
+    assert ok(P.SK_SKB, 89, 1) == CtxAccess(89, 1, None)     # family, narrow
+    assert ok(P.SK_SKB, 90, 2) == CtxAccess(88, 4, None)     # a u16 load of a u16: all of it
     assert ok(P.SK_SKB, 92, 4) == CtxAccess(92, 4, None)     # remote_ip4, full only
     refused(P.SK_SKB, 92, 2)
     refused(P.SK_SKB, 8, 4)                                   # mark: not even readable
@@ -314,9 +315,9 @@ def test_sk_reuseport_rules():
     eat = AttachType.SK_REUSEPORT_SELECT_OR_MIGRATE
     s = ctx_struct(P.SK_REUSEPORT, eat)
     assert ok(P.SK_REUSEPORT, 48, 8, eat=eat) == CtxAccess(s.slot(CtxPtr.SOCK2), 8, CtxPtr.SOCK2)
-    assert ok(P.SK_REUSEPORT, 22, 2, eat=eat) == CtxAccess(22, 2, None)   # eth_protocol
+    assert ok(P.SK_REUSEPORT, 22, 2, eat=eat) == CtxAccess(20, 4, None)   # eth_protocol, whole
     refused(P.SK_REUSEPORT, 20, 1, eat=eat)                               # at least a u16
-    assert ok(P.SK_REUSEPORT, 24, 1, eat=eat) == CtxAccess(24, 1, None)   # ip_protocol
+    assert ok(P.SK_REUSEPORT, 25, 1, eat=eat) == CtxAccess(24, 4, None)   # ip_protocol, a u8
     refused(P.SK_REUSEPORT, 32, 2, eat=eat)                               # hash: u32 only
 
 

@@ -290,3 +290,51 @@ def test_socket_pointer_accesses_match_kernel(host, kind):
                                                   not log.startswith(f"errno={err} "))):
                     bad.append((write, off, size, k_ok, m_ok, log.strip().splitlines()[-2:]))
     assert not bad, bad[:20]
+
+
+# A broadcast IPv4/TCP packet: the kernel fills pkt_type (2), protocol, len ...
+VALUE_PACKET = (b"\xff" * 6 + b"\x02\x00\x00\x00\x00\x01" + b"\x08\x00"
+                + bytes.fromhex("450000280001000040060000c0a80001c0a80002")
+                + bytes.fromhex("3039d431000000000000000050000000") + bytes(40))
+
+
+@pytest.mark.parametrize("prog_type", [ProgType.SCHED_CLS, ProgType.SOCKET_FILTER,
+                                       ProgType.CGROUP_SKB, ProgType.LWT_IN,
+                                       ProgType.LWT_XMIT])
+def test_narrow_loads_read_what_the_kernel_returns(host, prog_type):
+    """Every narrow __sk_buff load, run by PROG_TEST_RUN, returns what the
+    internal context holds at its CtxAccess, given the whole fields' values.
+
+    The loaded value is stored to cb[0] and read back from ctx_out, so the
+    program's return value stays in every type's range.
+    """
+    s = ctx_struct(prog_type)
+    uapi = bytes(s.uapi(s.pack(mark=0x11223344, priority=0x55667788, gso_size=0x1234,
+                               gso_segs=0x5678, ifindex=1, ingress_ifindex=1,
+                               **{"cb[1]": 0x99AABBCC, "cb[4]": 0xDDEEFF01})))
+
+    def kernel_load(off, size):
+        code = [isa.BPF_LDX_MEM(SIZE_CODE[size], 2, 1, off),
+                isa.BPF_STX_MEM(isa.Size.W, 1, 2, 48),
+                isa.BPF_MOV64_IMM(0, 1), isa.BPF_EXIT_INSN()]
+        with host.prog_load(code, prog_type) as p:
+            out = p.test_run_full(VALUE_PACKET, ctx_in=uapi).ctx_out
+        return int.from_bytes(out[48:52], "little")
+
+    table = _table(prog_type, 0)
+    internal = bytearray(s.internal_size)
+    whole = [f for f in s.fields if f.size == 4 and (f.off, 4, False) in table.ok
+             and table.ok[(f.off, 4, False)].ptr is None]
+    for f in whole:
+        internal[f.off:f.off + 4] = kernel_load(f.off, 4).to_bytes(4, "little")
+    assert int.from_bytes(internal[4:8], "little") == 2           # pkt_type: broadcast
+    narrow = [(off, size, acc) for (off, size, write), acc in sorted(table.ok.items())
+              if not write and acc.ptr is None and size < s.field_at(off).size]
+    assert len(narrow) > 100
+    bad = []
+    for off, size, acc in narrow:
+        want = int.from_bytes(internal[acc.off:acc.off + acc.size], "little")
+        got = kernel_load(off, size)
+        if got != want:
+            bad.append((s.field_at(off).name, off, size, hex(got), hex(want)))
+    assert not bad

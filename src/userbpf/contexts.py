@@ -416,12 +416,29 @@ STRUCTS: Dict[str, CtxStruct] = {s.name: s for s in (FLOW_KEYS, BPF_TCP_SOCK, BP
 
 SIZES = (1, 2, 4, 8)
 
+# The size of the kernel field each narrow-readable uapi field is converted
+# from, where it is smaller than the uapi field (the convert_ctx_access
+# target_size).  __sk_buff's are measured with PROG_TEST_RUN where the
+# kernel fills them; the rest follow the kernel's conversions.
+BACKING_SIZES: Dict[str, Dict[str, int]] = {
+    "__sk_buff": {"pkt_type": 1, "queue_mapping": 2, "protocol": 2, "vlan_tci": 2,
+                  "vlan_proto": 2, "tc_index": 2, "tc_classid": 2, "family": 2,
+                  "remote_port": 2, "local_port": 2, "gso_segs": 2, "gso_size": 2},
+    "bpf_sock": {"family": 2, "type": 2, "protocol": 2, "state": 1,
+                 "rx_queue_mapping": 2, "src_port": 2},
+    "sk_reuseport_md": {"eth_protocol": 2, "ip_protocol": 1, "bind_inany": 1},
+    "bpf_sk_lookup": {"family": 2, "protocol": 2, "local_port": 2},
+}
+
 
 class _Table:
     """The permitted accesses of one (prog_type, expected_attach_type)."""
 
     def __init__(self, struct: CtxStruct):
         self.struct = struct
+        # Size of the kernel field behind each narrow-readable uapi field,
+        # where smaller than the uapi field (see narrow()).
+        self.backing: Dict[str, int] = BACKING_SIZES.get(struct.name, {})
         self.ok: Dict[Tuple[int, int, bool], CtxAccess] = {}
         self.reg_types: Dict[int, str] = {}     # off -> verifier type, where not the kind's
         # Big regions (tracepoint, syscall) are kept as ranges, not enumerated:
@@ -440,9 +457,10 @@ class _Table:
                 out.append(self.struct.field(n))
         return out
 
-    def _add(self, off: int, size: int, write: bool, ptr: Optional[CtxPtr]) -> None:
+    def _add(self, off: int, size: int, write: bool, ptr: Optional[CtxPtr],
+             internal: Optional[Tuple[int, int]] = None) -> None:
         if ptr is None:
-            acc = CtxAccess(off, size, None)
+            acc = CtxAccess(*(internal or (off, size)), None)
         else:
             acc = CtxAccess(self.struct.slot(ptr), 8, ptr)
         self.ok[(off, size, write)] = acc
@@ -471,12 +489,20 @@ class _Table:
         ``start_only`` when the kernel matches the field's offset exactly
         (``case offsetof(...)``) rather than its byte range, so a narrow read
         must start at the field.  ``write`` also permits the full-size store.
+
+        The kernel shifts and masks a narrow load only when it is narrower
+        than the kernel field behind it; one at least that wide returns that
+        whole field, whatever its offset (a u16 read of the upper half of
+        ``__sk_buff.protocol`` gives the protocol).  Such loads read the
+        whole uapi field internally.
         """
         for f in self._fields(names):
+            backing = self.backing.get(f.name.split("[")[0], f.size)
             for s in SIZES:
                 if min_size <= s <= f.size:
+                    whole = (f.off, f.size) if backing <= s < f.size else None
                     for o in range(f.off, f.off + (s if start_only else f.size), s):
-                        self._add(o, s, False, None)
+                        self._add(o, s, False, None, internal=whole)
             if write:
                 self._add(f.off, f.size, True, None)
         return self
@@ -1063,8 +1089,8 @@ def check_sock_access(kind: str, off: int, size: int, write: bool = False,
     (``__sk_buff.sk``), ``sock``, ``tcp_sock`` or ``xdp_sock``.  They are
     read only; ``regno`` is the pointer's register, named in the message.
 
-    >>> check_sock_access("sock_common", 4, 2)        # family
-    CtxAccess(off=4, size=2, ptr=None)
+    >>> check_sock_access("sock_common", 4, 1)        # family's low byte
+    CtxAccess(off=4, size=1, ptr=None)
     >>> check_sock_access("sock_common", 16, 4, regno=2)    # mark: full sockets only
     Traceback (most recent call last):
     ...
