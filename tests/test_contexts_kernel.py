@@ -26,7 +26,7 @@ from userbpf.contexts import (CTX_ACCESS_ERRNO, CTX_ATOMIC_ERROR, CTX_MODIFIED_E
                               check_ctx_access, check_flow_keys_access, check_sock_access,
                               ctx_reg_type,
                               ctx_struct)
-from userbpf.uapi import AttachType, Func, ProgFlag, ProgType
+from userbpf.uapi import AttachType, Func, MapType, ProgFlag, ProgType
 
 pytestmark = pytest.mark.kernel
 
@@ -338,3 +338,45 @@ def test_narrow_loads_read_what_the_kernel_returns(host, prog_type):
         if got != want:
             bad.append((s.field_at(off).name, off, size, hex(got), hex(want)))
     assert not bad
+
+
+def test_sk_lookup_narrow_loads_read_what_the_kernel_returns(host):
+    """The same for bpf_sk_lookup; values leave through an array map (the
+    program's return must be SK_PASS or SK_DROP)."""
+    import socket
+    s = ctx_struct(ProgType.SK_LOOKUP)
+    eat = AttachType.SK_LOOKUP
+    uapi = bytes(s.uapi(s.pack(family=socket.AF_INET, protocol=socket.IPPROTO_TCP,
+                               remote_ip4=0x0100007F, local_ip4=0x0200007F,
+                               remote_port=socket.htons(0x3039), local_port=0xD431)))
+    with host.map_create(MapType.ARRAY, 4, 8, 1) as m:
+        def kernel_load(off, size):
+            code = [isa.BPF_LDX_MEM(SIZE_CODE[size], 6, 1, off),
+                    isa.BPF_STX_MEM(isa.Size.DW, 10, 6, -8),
+                    isa.BPF_ST_MEM(isa.Size.W, 10, -12, 0),
+                    *isa.BPF_LD_MAP_FD(1, m.fd),
+                    isa.BPF_MOV64_REG(2, 10), isa.BPF_ALU64_IMM(isa.AluOp.ADD, 2, -12),
+                    isa.BPF_MOV64_REG(3, 10), isa.BPF_ALU64_IMM(isa.AluOp.ADD, 3, -8),
+                    isa.BPF_MOV64_IMM(4, 0), isa.BPF_EMIT_CALL(Func.map_update_elem),
+                    isa.BPF_MOV64_IMM(0, 1), isa.BPF_EXIT_INSN()]
+            with host.prog_load(code, ProgType.SK_LOOKUP, expected_attach_type=eat) as p:
+                p.test_run_full(b"", ctx_in=uapi, data_size_out=0)
+            return int.from_bytes(m.lookup(bytes(4)), "little")
+
+        table = _table(ProgType.SK_LOOKUP, eat)
+        internal = bytearray(s.internal_size)
+        internal[:s.size] = uapi
+        for f in s.fields:
+            if f.size == 4 and (f.off, 4, False) in table.ok:
+                internal[f.off:f.off + 4] = kernel_load(f.off, 4).to_bytes(4, "little")
+        assert s.get(internal, "family") == socket.AF_INET
+        bad = []
+        cells = [(off, size, acc) for (off, size, write), acc in sorted(table.ok.items())
+                 if not write and acc.ptr is None and off >= 8]
+        assert len(cells) > 80
+        for off, size, acc in cells:
+            want = int.from_bytes(internal[acc.off:acc.off + acc.size], "little")
+            got = kernel_load(off, size)
+            if got != want:
+                bad.append((off, size, hex(got), hex(want)))
+        assert not bad
