@@ -244,11 +244,12 @@ def test_moved_ctx_pointers_are_refused_with_the_kernels_messages(host):
         assert e.value.errno == CTX_ACCESS_ERRNO and text in e.value.log
 
 
-def sock_probe(kind: str, off: int, size: int, write: bool):
+def sock_probe(kind: str, off: int, size: int, write: bool, xskmap_fd: int = -1):
     """(prog_type, attach type, code) accessing a ``kind`` socket pointer in r2.
 
     sock_common: tc's __sk_buff.sk after a null check; sock: getsockopt's
-    bpf_sockopt.sk; tcp_sock: bpf_tcp_sock() of that, after a null check.
+    bpf_sockopt.sk; tcp_sock: bpf_tcp_sock() of that, after a null check;
+    xdp_sock: an XSKMAP lookup in XDP, after a null check.
     """
     JEQ = isa.JmpOp.JEQ
     acc = (isa.BPF_STX_MEM(SIZE_CODE[size], 2, 3, off) if write
@@ -259,36 +260,42 @@ def sock_probe(kind: str, off: int, size: int, write: bool):
     elif kind == "sock":
         pt, eat = ProgType.CGROUP_SOCKOPT, AttachType.CGROUP_GETSOCKOPT
         body = [isa.BPF_LDX_MEM(isa.Size.DW, 2, 1, 0)]
-    else:
+    elif kind == "tcp_sock":
         pt, eat = ProgType.CGROUP_SOCKOPT, AttachType.CGROUP_GETSOCKOPT
         body = [isa.BPF_LDX_MEM(isa.Size.DW, 1, 1, 0), isa.BPF_EMIT_CALL(Func.tcp_sock),
+                isa.BPF_MOV64_REG(2, 0), isa.BPF_JMP_IMM(JEQ, 2, 0, 2)]
+    else:
+        pt, eat = ProgType.XDP, 0
+        body = [isa.BPF_ST_MEM(isa.Size.W, 10, -4, 0), *isa.BPF_LD_MAP_FD(1, xskmap_fd),
+                isa.BPF_MOV64_REG(2, 10), isa.BPF_ALU64_IMM(isa.AluOp.ADD, 2, -4),
+                isa.BPF_EMIT_CALL(Func.map_lookup_elem),
                 isa.BPF_MOV64_REG(2, 0), isa.BPF_JMP_IMM(JEQ, 2, 0, 2)]
     code = body + [isa.BPF_MOV64_IMM(3, 0), acc, isa.BPF_MOV64_IMM(0, 1), isa.BPF_EXIT_INSN()]
     return pt, eat, code
 
 
-@pytest.mark.parametrize("kind", ["sock_common", "sock", "tcp_sock"])
+@pytest.mark.parametrize("kind", ["sock_common", "sock", "tcp_sock", "xdp_sock"])
 def test_socket_pointer_accesses_match_kernel(host, kind):
-    """Loads and stores through socket pointers, offsets -4..120 (xdp_sock needs an
-    XSKMAP and is not compared)."""
+    """Loads and stores through socket pointers, offsets -4..120."""
     bad = []
-    for write in (False, True):
-        for size in (1, 2, 4, 8):
-            for off in range(-4, 121):
-                pt, eat, code = sock_probe(kind, off, size, write)
-                try:
-                    host.prog_load(code, pt, expected_attach_type=eat).close()
-                    k_ok, log = True, ""
-                except host.HostError as e:
-                    k_ok, log = False, f"errno={e.errno} " + e.log
-                try:
-                    check_sock_access(kind, off, size, write, regno=2)
-                    m_ok, msg, err = True, "", 0
-                except CtxAccessError as e:
-                    m_ok, msg, err = False, str(e), e.errno
-                if k_ok != m_ok or (not k_ok and (msg not in log or
-                                                  not log.startswith(f"errno={err} "))):
-                    bad.append((write, off, size, k_ok, m_ok, log.strip().splitlines()[-2:]))
+    with host.map_create(MapType.XSKMAP, 4, 4, 1) as xskmap:
+        for write in (False, True):
+            for size in (1, 2, 4, 8):
+                for off in range(-4, 121):
+                    pt, eat, code = sock_probe(kind, off, size, write, xskmap.fd)
+                    try:
+                        host.prog_load(code, pt, expected_attach_type=eat).close()
+                        k_ok, log = True, ""
+                    except host.HostError as e:
+                        k_ok, log = False, f"errno={e.errno} " + e.log
+                    try:
+                        check_sock_access(kind, off, size, write, regno=2)
+                        m_ok, msg, err = True, "", 0
+                    except CtxAccessError as e:
+                        m_ok, msg, err = False, str(e), e.errno
+                    if k_ok != m_ok or (not k_ok and (msg not in log or
+                                                      not log.startswith(f"errno={err} "))):
+                        bad.append((write, off, size, k_ok, m_ok, log.strip().splitlines()[-2:]))
     assert not bad, bad[:20]
 
 
