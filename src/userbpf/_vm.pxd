@@ -20,6 +20,7 @@ cdef class VMProgram:
     cdef public object fault      # fault(status, orig_pc, addr, size, write, exc) -> exception
     cdef public uint64_t budget
     cdef readonly uint64_t insn_count
+    cdef public uint64_t ctx_min_size   # the converted ctx accesses' furthest byte
 
     cdef int _prepare(self, vm_run *run, uint8_t *stack, object mem, Py_buffer *view,
                       bint *have_view) except -1

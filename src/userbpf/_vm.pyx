@@ -1314,7 +1314,8 @@ cdef class VMProgram:
     def run_ctx(self, ctx, uint32_t ptr_base, pkt=None, *, uint32_t kind=0,
                 int64_t meta=-1, uint64_t data=0, uint64_t end=0, uint32_t tailroom=0,
                 uint32_t mac_len=0, bint l2=False, bint writable=False,
-                uint64_t repeat=1, uint32_t cpu=0):
+                uint64_t repeat=1, uint32_t cpu=0, extra=None, int extra_slot=-1,
+                bytes extra_init=None):
         """Run with r1 pointing to an internal context (see include/userbpf/ctx.h).
 
         ``ctx`` is a writable buffer holding the UAPI struct and, at
@@ -1324,12 +1325,19 @@ cdef class VMProgram:
         and helpers may move them inside ``pkt``. Runs ``repeat`` times in a
         C loop on the same context, as the kernel's test_run does.
 
+        ``extra`` (a writable buffer) is memory a pointer slot names, e.g.
+        the flow dissector's bpf_flow_keys: slot ``extra_slot`` points to it,
+        the program may read and write it, and ``extra_init`` (bytes) is
+        copied into it before every run.
+
         Returns ``(r0, total_ns, meta, data, end)``: the last run's r0 and
         the packet's final bounds as offsets into ``pkt``.
         """
         cdef vm_run run
-        cdef Py_buffer view, cview
-        cdef bint have_view = False, have_cview = False
+        cdef Py_buffer view, cview, xview
+        cdef bint have_view = False, have_cview = False, have_xview = False
+        cdef const uint8_t *xinit = NULL
+        cdef Py_ssize_t xinit_len = 0
         cdef uint64_t stack[VM_STACK_WORDS]
         cdef uint64_t r0 = 0, k, base = 0
         cdef uint64_t *ptrs
@@ -1344,6 +1352,10 @@ cdef class VMProgram:
         try:
             if <uint64_t>cview.len < <uint64_t>ptr_base + 8 * UBPF_CTX_NPTRS or ptr_base % 8:
                 raise ValueError("context buffer too small for its pointer slots")
+            if <uint64_t>cview.len < self.ctx_min_size:
+                # CTX_LDX/CTX_STX do not check bounds: the conversion did
+                raise ValueError(f"context buffer of {cview.len} bytes; the program's "
+                                 f"context accesses reach byte {self.ctx_min_size}")
             ptrs = <uint64_t *>(<uint8_t *>cview.buf + ptr_base)
             self._prepare(&run, <uint8_t *>stack, pkt, &view, &have_view)
             if pkt is not None:
@@ -1364,12 +1376,29 @@ cdef class VMProgram:
                 ptrs[UBPF_CTX_PKT_META] = base + <uint64_t>(meta if meta >= 0 else <int64_t>data)
                 ubpf_pkt_sync(&run, &p)
                 run.pkt_state = &p
+            if extra is not None:
+                if not 0 <= extra_slot < UBPF_CTX_NPTRS or run.nregions >= VM_MAX_REGIONS:
+                    raise ValueError("bad extra_slot, or no region left for it")
+                PyObject_GetBuffer(extra, &xview, PyBUF_WRITABLE)
+                have_xview = True
+                ptrs[extra_slot] = <uint64_t>xview.buf
+                run.regions[run.nregions].start = <uint64_t>xview.buf
+                run.regions[run.nregions].len = <uint64_t>xview.len
+                run.regions[run.nregions].writable = 1
+                run.nregions += 1
+                if extra_init is not None:
+                    if len(extra_init) > xview.len:
+                        raise ValueError("extra_init is larger than extra")
+                    xinit = <const uint8_t *>extra_init
+                    xinit_len = len(extra_init)
             run.ctx = <uint64_t>cview.buf
             run.cpu = cpu
             _runs_enter()
             with nogil:
                 clock_gettime(CLOCK_MONOTONIC, &t0)
                 for k in range(repeat):
+                    if xinit != NULL:
+                        memcpy(xview.buf, xinit, xinit_len)
                     run.r1 = run.ctx
                     run.r2 = 0
                     r0 = vm_exec(&self.prog, &run)
@@ -1389,6 +1418,8 @@ cdef class VMProgram:
                 PyBuffer_Release(&view)
             if have_cview:
                 PyBuffer_Release(&cview)
+            if have_xview:
+                PyBuffer_Release(&xview)
 
     @property
     def prog_address(self):

@@ -253,6 +253,8 @@ class Program:
         self.maps = refs.used
         self._vm = _vm.VMProgram(records, self._orig_pc, table, self._fault, budget,
                                  self.maps)
+        self._vm.ctx_min_size = max((rw.off + rw.size for rw in (rewrites or {}).values()),
+                                    default=0)
         # simulated CPUs: as many as the maps have (per-CPU values exist per CPU)
         self.ncpus = min((m.ncpus for m in self.maps), default=1)
 

@@ -15,7 +15,7 @@ from typing import Any, Callable, Dict
 
 from .. import abi
 from ..isa import Pseudo
-from ..uapi import Cmd
+from ..uapi import Cmd, ProgType
 from . import batch as batch_mod
 from . import progs
 from .errors import bpf_error
@@ -200,6 +200,11 @@ def _test_run(k, a):
     res = k.bpf(Cmd.PROG_TEST_RUN, prog_fd=t.prog_fd, data_in=data_in, ctx_in=ctx_in,
                 ctx_out=bool(t.ctx_out), repeat=t.repeat, flags=t.flags, cpu=t.cpu,
                 batch_size=t.batch_size)
+    if k.fds.get(t.prog_fd).prog_type == ProgType.SYSCALL:
+        if res.ctx_out:                     # the context goes back over ctx_in
+            ctypes.memmove(t.ctx_in, res.ctx_out, len(res.ctx_out))
+        t.retval = res.retval
+        return 0
     err = None
     data = res.data_out
     if t.data_size_out and len(data) > t.data_size_out:

@@ -21,7 +21,7 @@ import threading
 from typing import Any, Callable, Dict, Optional
 
 from ..abi import bpf_attr, bpf_map_info
-from ..uapi import Cmd, MapType
+from ..uapi import Cmd, MapType, ProgType
 from . import batch, from_ctypes, perf_array
 from . import maps as _maps
 from . import progs as _progs
@@ -413,7 +413,10 @@ class Kernel:
             err.result = res._replace(ctx_out=res.ctx_out[:limit])
             err.ctx_size_out = len(res.ctx_out)
             raise err
-        if res.ctx_out is not None and not (a["ctx_out"] or a["ctx_size_out"]):
+        if res.ctx_out is not None and not (a["ctx_out"] or a["ctx_size_out"]) \
+                and prog.prog_type != ProgType.SYSCALL:
+            # (a syscall program's context is copied back over ctx_in: its
+            # ctx_out is the new ctx_in)
             res = res._replace(ctx_out=None)
         return res
 

@@ -438,7 +438,13 @@ def test_run(program, data_in: Optional[bytes] = None, ctx_in: Optional[bytes] =
     if runner is None:
         raise bpf_error(ENOTSUPP, f"{ProgType(program.prog_type).name} programs cannot be "
                                   "test-run (they run from their hooks)")
-    if runner is not _run_raw_tp:
+    if program.prog_type not in _RAW_REPEAT:      # these refuse any repeat
         repeat = repeat or 1
     return runner(program, data_in, ctx_in, ctx_out, repeat, cpu, flags, batch_size,
                   ncpus or os.cpu_count() or 1)
+
+
+# flow dissector, sk_lookup and syscall programs: kernel/test_run_ctx.py
+from .test_run_ctx import RUNNERS as _CTX_RUNNERS  # noqa: E402
+TEST_RUN_TYPES.update(_CTX_RUNNERS)
+_RAW_REPEAT = frozenset({ProgType.RAW_TRACEPOINT, ProgType.SYSCALL})
