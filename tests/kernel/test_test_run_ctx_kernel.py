@@ -167,3 +167,40 @@ def test_syscall_context_is_written_back_over_ctx_in(host, size):
                        (3, struct.pack("<Q", int.from_bytes(bytes(range(8, 16)), "little")
                                        + 5) + bytes(range(8, 16)) + bytes(
                            i & 0xff for i in range(16, size))))
+
+
+def test_enable_stats_counts_test_runs_like_the_kernel(host):
+    """BPF_ENABLE_STATS: while its fd is open, test runs add repeat to run_cnt
+    and time to run_time_ns (both kernels); closed, nothing is counted."""
+    import os
+    insns = asm.assemble("r0 = 2\nexit")
+    h = hostbpf.prog_load(insns, prog_type=ProgType.XDP)
+    k = Kernel()
+    fd = k.bpf(Cmd.PROG_LOAD, prog_type=ProgType.XDP, insns=insns, license="GPL")
+
+    def info_host():
+        i = abi.bpf_prog_info()
+        a = abi.InfoAttr(bpf_fd=h.fd, info_len=ctypes.sizeof(i), info=ctypes.addressof(i))
+        hostbpf.sys_bpf(Cmd.OBJ_GET_INFO_BY_FD, a)
+        return i.run_cnt, i.run_time_ns
+
+    def info_mine():
+        i = k.bpf(Cmd.OBJ_GET_INFO_BY_FD, bpf_fd=fd)
+        return i.run_cnt, i.run_time_ns
+
+    attr = abi.bpf_attr()
+    attr.map_type = 0                       # enable_stats.type = BPF_STATS_RUN_TIME
+    host_stats = hostbpf.sys_bpf(Cmd.ENABLE_STATS, attr)
+    my_stats = k.bpf(Cmd.ENABLE_STATS, type=0)
+    h.test_run(bytes(64), 100)
+    k.bpf(Cmd.PROG_TEST_RUN, prog_fd=fd, data_in=bytes(64), repeat=100)
+    (hc, ht), (mc, mt) = info_host(), info_mine()
+    assert hc == mc == 100 and ht > 0 and mt > 0
+    os.close(host_stats)
+    k.close(my_stats)
+    h.test_run(bytes(64), 100)
+    k.bpf(Cmd.PROG_TEST_RUN, prog_fd=fd, data_in=bytes(64), repeat=100)
+    assert info_host()[0] == info_mine()[0] == 100
+    with pytest.raises(OSError) as e:
+        k.bpf(Cmd.ENABLE_STATS, type=1)
+    assert e.value.errno == errno.EINVAL

@@ -41,6 +41,7 @@ _USED: Dict[int, int] = {
     Cmd.MAP_DELETE_BATCH: ctypes.sizeof(abi.MapBatchAttr),
     Cmd.PROG_LOAD: ctypes.sizeof(abi.ProgLoadAttr),
     Cmd.PROG_TEST_RUN: ctypes.sizeof(abi.TestRunAttr),
+    Cmd.ENABLE_STATS: 4,
     Cmd.PROG_GET_NEXT_ID: 8,
     Cmd.PROG_GET_FD_BY_ID: ctypes.sizeof(abi.GetIdAttr),
 }
@@ -293,6 +294,7 @@ CONVERTERS: Dict[int, Callable[[Any, abi.bpf_attr], Any]] = {
     Cmd.MAP_DELETE_BATCH: _batch(Cmd.MAP_DELETE_BATCH),
     Cmd.PROG_LOAD: _prog_load,
     Cmd.PROG_TEST_RUN: _test_run,
+    Cmd.ENABLE_STATS: lambda k, a: k.bpf(Cmd.ENABLE_STATS, type=a.map_type),  # enable_stats.type
     Cmd.PROG_GET_NEXT_ID: _prog_next_id,
     Cmd.PROG_GET_FD_BY_ID: lambda k, a: k.bpf(Cmd.PROG_GET_FD_BY_ID, prog_id=a.prog_id,
                                               open_flags=a.open_flags,

@@ -28,7 +28,7 @@ from . import progs as _progs
 from . import test_run as _test_run
 from .bpffs import BpfFs
 from .errors import ENOTSUPP, bpf_error
-from .objects import FdTable, IdSpace
+from .objects import BpfObject, FdTable, IdSpace
 
 # Fields each command reads, with their defaults (anything else: EINVAL,
 # as the kernel's CHECK_ATTR refuses non-zero bytes past a command's fields).
@@ -63,6 +63,7 @@ ATTR_FIELDS: Dict[int, Dict[str, Any]] = {
                         fd_array_cnt=0),
     Cmd.PROG_GET_NEXT_ID: dict(start_id=0),
     # data_size_out / ctx_size_out None: no limit; ctx_out True: give the output context
+    Cmd.ENABLE_STATS: dict(type=0),
     Cmd.PROG_TEST_RUN: dict(prog_fd=None, data_in=None, data_size_out=None, ctx_in=None,
                             ctx_out=False, ctx_size_out=None, repeat=0, flags=0, cpu=0,
                             batch_size=0),
@@ -92,6 +93,7 @@ class Kernel:
         self.map_ids = IdSpace()
         self.prog_ids = IdSpace()        # programs count their own ids, as in the kernel
         self.fs = BpfFs()
+        self.stats_users = 0             # open BPF_ENABLE_STATS fds
         self._lock = threading.RLock()
         self._thread_cpu = threading.local()
         self._next_cpu = 0
@@ -116,6 +118,7 @@ class Kernel:
             Cmd.PROG_GET_NEXT_ID: self._prog_get_next_id,
             Cmd.PROG_GET_FD_BY_ID: self._prog_get_fd_by_id,
             Cmd.PROG_TEST_RUN: self._prog_test_run,
+            Cmd.ENABLE_STATS: self._enable_stats,
         }
 
     # -- the entry point -------------------------------------------------------
@@ -386,6 +389,13 @@ class Kernel:
         return self.fds.install(obj)
 
 
+    def _enable_stats(self, a: dict) -> int:
+        """BPF_ENABLE_STATS(BPF_STATS_RUN_TIME): an fd; while one is open,
+        test runs add to their program's run_cnt and run_time_ns."""
+        if a["type"] != BPF_STATS_RUN_TIME:
+            raise bpf_error(errno.EINVAL, f"unknown stats type {a['type']}")
+        return self.fds.install(_StatsFd(self))
+
     def _prog_test_run(self, a: dict):
         """PROG_TEST_RUN: a :class:`userbpf.kernel.test_run.TestRunResult`.
 
@@ -413,12 +423,33 @@ class Kernel:
             err.result = res._replace(ctx_out=res.ctx_out[:limit])
             err.ctx_size_out = len(res.ctx_out)
             raise err
+        if self.stats_users:           # BPF_ENABLE_STATS fds open: count the runs
+            runs = 1 if prog.prog_type in (ProgType.RAW_TRACEPOINT, ProgType.SYSCALL) \
+                else max(a["repeat"], 1)
+            prog.run_cnt += runs
+            prog.run_time_ns += res.duration * runs
         if res.ctx_out is not None and not (a["ctx_out"] or a["ctx_size_out"]) \
                 and prog.prog_type != ProgType.SYSCALL:
             # (a syscall program's context is copied back over ctx_in: its
             # ctx_out is the new ctx_in)
             res = res._replace(ctx_out=None)
         return res
+
+
+BPF_STATS_RUN_TIME = 0
+
+
+class _StatsFd(BpfObject):
+    """The fd BPF_ENABLE_STATS returns: run-time stats stay on while it is open."""
+    kind = "stats"
+
+    def __init__(self, kernel: Kernel):
+        super().__init__(0)
+        self.kernel = kernel
+        kernel.stats_users += 1
+
+    def release(self) -> None:
+        self.kernel.stats_users -= 1
 
 
 _default: Optional[Kernel] = None
