@@ -67,6 +67,7 @@ __all__ = [
     "check_flow_keys_access", "FLOW_KEYS", "CTX_ATOMIC_ERROR", "PTR_REG_TYPES",
     "BTF_ARGS_TYPES", "RET_SLOT_ATTACH_TYPES", "CTX_MODIFIED_ERROR", "CTX_VAR_OFF_ERROR",
     "CTX_ACCESS_ERRNO", "check_sock_access", "SOCK_POINTER_STRUCTS", "CONVERSION_BUG",
+    "permitted_accesses", "BACKING_SIZES",
 ]
 
 
@@ -403,10 +404,11 @@ FLOW_KEYS = _layout("bpf_flow_keys", [
     ("flags", U32), ("flow_label", U32),
 ], size=56)
 
-STRUCTS: Dict[str, CtxStruct] = {s.name: s for s in (FLOW_KEYS, BPF_TCP_SOCK, BPF_XDP_SOCK, 
+# Every struct by its C name: the contexts, then what their pointers lead to.
+STRUCTS: Dict[str, CtxStruct] = {s.name: s for s in (
     SK_BUFF, XDP_MD, CGROUP_DEV_CTX, SYSCTL, BPF_SOCK, SOCK_ADDR, SOCK_OPS, SK_MSG_MD,
     SK_REUSEPORT_MD, SOCKOPT, SK_LOOKUP, PT_REGS, PERF_EVENT_DATA, RAW_TP_ARGS,
-    TRACE_RECORD, LIRC_SAMPLE, NF_CTX, SYSCALL_CTX)}
+    TRACE_RECORD, LIRC_SAMPLE, NF_CTX, SYSCALL_CTX, FLOW_KEYS, BPF_TCP_SOCK, BPF_XDP_SOCK)}
 
 
 # --------------------------------------------------------------------------
@@ -424,6 +426,9 @@ BACKING_SIZES: Dict[str, Dict[str, int]] = {
     "__sk_buff": {"pkt_type": 1, "queue_mapping": 2, "protocol": 2, "vlan_tci": 2,
                   "vlan_proto": 2, "tc_index": 2, "tc_classid": 2, "family": 2,
                   "remote_port": 2, "local_port": 2, "gso_segs": 2, "gso_size": 2},
+    # (Not modelled: the kernel's conversion gives rx_queue_mapping without
+    # a queue as a 64-bit -1 even to a u32 load; an internal u32 load gives
+    # 0xffffffff.)
     "bpf_sock": {"family": 2, "type": 2, "protocol": 2, "state": 1,
                  "rx_queue_mapping": 2, "src_port": 2},
     "sk_reuseport_md": {"eth_protocol": 2, "ip_protocol": 1, "bind_inany": 1},
@@ -1122,6 +1127,20 @@ def check_flow_keys_access(off: int, size: int) -> None:
     """
     if off < 0 or size < 0 or off + size > FLOW_KEYS.size:
         raise CtxAccessError(f"invalid access to flow keys off={off} size={size}")
+
+
+def permitted_accesses(prog_type: int, expected_attach_type: int = 0
+                       ) -> Dict[Tuple[int, int, bool], CtxAccess]:
+    """Every permitted ``(off, size, write) -> CtxAccess`` of a context, as a new dict.
+
+    TRACEPOINT and SYSCALL also permit ranges too large to list (any aligned
+    access in their record / buffer); check_ctx_access answers for those.
+
+    >>> acc = permitted_accesses(ProgType.XDP)
+    >>> sorted(k for k in acc if not k[2])[:3]
+    [(0, 4, False), (4, 4, False), (8, 4, False)]
+    """
+    return dict(_table(int(prog_type), int(expected_attach_type)).ok)
 
 
 def ctx_fields_access(prog_type: int, expected_attach_type: int = 0
