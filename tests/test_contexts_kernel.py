@@ -387,3 +387,18 @@ def test_sk_lookup_narrow_loads_read_what_the_kernel_returns(host):
             if got != want:
                 bad.append((off, size, hex(got), hex(want)))
         assert not bad
+
+
+def test_rx_queue_mapping_reads_as_a_64_bit_minus_one(host):
+    """SIGN_EXTENDED_FIELDS: the socket of a tc test run has no rx queue."""
+    from userbpf.contexts import BPF_SOCK, SIGN_EXTENDED_FIELDS
+    assert "rx_queue_mapping" in SIGN_EXTENDED_FIELDS["bpf_sock"]
+    off = BPF_SOCK.field("rx_queue_mapping").off
+    for size, shift in ((4, 0), (4, 32), (2, 32)):
+        code = [isa.BPF_MOV64_IMM(0, 7), isa.BPF_LDX_MEM(isa.Size.DW, 2, 1, 168),
+                isa.BPF_JMP_IMM(isa.JmpOp.JEQ, 2, 0, 2),
+                isa.BPF_LDX_MEM(SIZE_CODE[size], 0, 2, off),
+                isa.BPF_ALU64_IMM(isa.AluOp.RSH, 0, shift), isa.BPF_EXIT_INSN()]
+        assert check_sock_access("sock_common", off, size) == (off, 4, None)
+        with host.prog_load(code, ProgType.SCHED_CLS) as p:
+            assert p.test_run(VALUE_PACKET).retval == 0xFFFFFFFF

@@ -67,7 +67,7 @@ __all__ = [
     "check_flow_keys_access", "FLOW_KEYS", "CTX_ATOMIC_ERROR", "PTR_REG_TYPES",
     "BTF_ARGS_TYPES", "RET_SLOT_ATTACH_TYPES", "CTX_MODIFIED_ERROR", "CTX_VAR_OFF_ERROR",
     "CTX_ACCESS_ERRNO", "check_sock_access", "SOCK_POINTER_STRUCTS", "CONVERSION_BUG",
-    "permitted_accesses", "BACKING_SIZES",
+    "permitted_accesses", "BACKING_SIZES", "SIGN_EXTENDED_FIELDS",
 ]
 
 
@@ -426,14 +426,17 @@ BACKING_SIZES: Dict[str, Dict[str, int]] = {
     "__sk_buff": {"pkt_type": 1, "queue_mapping": 2, "protocol": 2, "vlan_tci": 2,
                   "vlan_proto": 2, "tc_index": 2, "tc_classid": 2, "family": 2,
                   "remote_port": 2, "local_port": 2, "gso_segs": 2, "gso_size": 2},
-    # (Not modelled: the kernel's conversion gives rx_queue_mapping without
-    # a queue as a 64-bit -1 even to a u32 load; an internal u32 load gives
-    # 0xffffffff.)
     "bpf_sock": {"family": 2, "type": 2, "protocol": 2, "state": 1,
                  "rx_queue_mapping": 2, "src_port": 2},
     "sk_reuseport_md": {"eth_protocol": 2, "ip_protocol": 1, "bind_inany": 1},
     "bpf_sk_lookup": {"family": 2, "protocol": 2, "local_port": 2},
 }
+
+# Fields whose whole-field loads the kernel sign-extends to 64 bits: with no
+# queue, rx_queue_mapping reads as a 64-bit -1 even through a u32 or u16
+# load (its conversion ends in a 64-bit mov of -1).  A runtime loading such
+# a field's CtxAccess must sign-extend it.
+SIGN_EXTENDED_FIELDS: Dict[str, frozenset] = {"bpf_sock": frozenset({"rx_queue_mapping"})}
 
 
 class _Table:
