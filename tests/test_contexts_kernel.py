@@ -402,3 +402,36 @@ def test_rx_queue_mapping_reads_as_a_64_bit_minus_one(host):
         assert check_sock_access("sock_common", off, size) == (off, 4, None)
         with host.prog_load(code, ProgType.SCHED_CLS) as p:
             assert p.test_run(VALUE_PACKET).retval == 0xFFFFFFFF
+
+
+def test_bpf_sock_narrow_loads_read_what_the_kernel_returns(host):
+    """Narrow loads through the tc test run's full socket (__sk_buff.sk, then
+    bpf_sk_fullsock) return what the internal struct holds at their
+    CtxAccess, given the whole fields' values."""
+    from userbpf.contexts import BPF_SOCK, _sock_table
+    JEQ = isa.JmpOp.JEQ
+
+    def kernel_load(off, size):
+        code = [isa.BPF_LDX_MEM(isa.Size.DW, 1, 1, 168), isa.BPF_JMP_IMM(JEQ, 1, 0, 4),
+                isa.BPF_EMIT_CALL(Func.sk_fullsock), isa.BPF_JMP_IMM(JEQ, 0, 0, 2),
+                isa.BPF_LDX_MEM(SIZE_CODE[size], 0, 0, off), isa.BPF_EXIT_INSN(),
+                isa.BPF_MOV64_IMM(0, -2), isa.BPF_EXIT_INSN()]
+        with host.prog_load(code, ProgType.SCHED_CLS) as p:
+            return p.test_run(VALUE_PACKET).retval
+
+    table = _sock_table("sock")
+    internal = bytearray(BPF_SOCK.size)
+    for f in BPF_SOCK.fields:
+        if f.size == 4 and (f.off, 4, False) in table.ok:
+            internal[f.off:f.off + 4] = kernel_load(f.off, 4).to_bytes(4, "little")
+    assert BPF_SOCK.get(internal, "family") == 2 and BPF_SOCK.get(internal, "state") == 7
+    bad = []
+    cells = [(off, size, acc) for (off, size, write), acc in sorted(table.ok.items())
+             if size < 4]
+    assert len(cells) > 60
+    for off, size, acc in cells:
+        want = int.from_bytes(internal[acc.off:acc.off + acc.size], "little")
+        got = kernel_load(off, size)
+        if got != want:
+            bad.append((BPF_SOCK.field_at(off).name, off, size, hex(got), hex(want)))
+    assert not bad
