@@ -34,7 +34,7 @@ from typing import Optional
 import pytest
 
 import userbpf
-from userbpf import abi, contexts, isa
+from userbpf import Map, MapType, abi, contexts, isa
 from userbpf.isa import AluOp, JmpOp
 from userbpf.kernel import Kernel
 from userbpf.kernel.errors import ENOTSUPP
@@ -593,3 +593,25 @@ def test_xdp_live_frames_with_ctx_in(sides, kw, request):
         request.applymarker(pytest.mark.xfail(strict=True, reason="from_ctypes does not "
                                               "tell test_run whether data_out is NULL"))
     same(sides, RET7, XDP, ctx_in=xdp_md(0, 64), flags=2, **kw)
+
+
+@pytest.mark.parametrize("repeat,batch_size", [(100, 0), (100, 10), (300, 256), (7, 3),
+                                               (130, 100), (150, 65)])
+@pytest.mark.parametrize("verdict", [0, 1, 2, 3, 7])
+def test_xdp_live_frames_reuse_like_the_kernel(host, repeat, batch_size, verdict):
+    """Live frames: how many runs find an earlier run's write in their frame."""
+    from test_test_run import live_frame_counter
+    hmap = host.map_create(MapType.ARRAY, 4, 8, 1)
+    k = Kernel()
+    m = Map(MapType.ARRAY, 4, 8, 1, kernel=k)
+    try:
+        with host.prog_load(live_frame_counter(hmap.fd, verdict), XDP) as hp:
+            res = run(Theirs(host), hp.fd, PKT, repeat=repeat, flags=2, batch_size=batch_size)
+        mine = Mine()
+        mine.k = k
+        ours = run(mine, mine.load(code(*live_frame_counter(m.fd, verdict)), XDP), PKT,
+                   repeat=repeat, flags=2, batch_size=batch_size)
+        assert ours == res
+        assert m[bytes(4)] == hmap.lookup(bytes(4))
+    finally:
+        hmap.close()

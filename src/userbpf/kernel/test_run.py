@@ -18,9 +18,10 @@ One runner per kind of program:
   ``ctx_in``; at most 4096 - headroom - 320) are linear, metadata
   (``ctx_in.data`` bytes) first, the rest is kept as up to 17 page-sized
   fragments; data_out starts at data_meta. BPF_F_TEST_XDP_LIVE_FRAMES
-  runs the program on ``repeat`` fresh copies of the frame and gives the
-  input back with retval 0, as the kernel reports it; what the verdicts do
-  to live frames (transmit, redirect, pass to the stack) is not simulated.
+  runs the program ``repeat`` times on frames from a page pool reused as
+  the kernel's is (see :func:`_run_live_frames`) and gives the input back
+  with retval 0, as the kernel reports it; what the verdicts do to live
+  frames (transmit, redirect, pass to the stack) is not simulated.
 - raw tracepoints and syscall programs: the context is ``ctx_in`` itself.
 
 Types the kernel cannot test-run fail with ENOTSUPP (524), as there.
@@ -31,6 +32,7 @@ from __future__ import annotations
 import errno
 import os
 import struct
+from collections import deque
 from typing import Callable, Dict, NamedTuple, Optional
 
 from .. import contexts
@@ -55,7 +57,9 @@ BPF_F_TEST_SKB_CHECKSUM_COMPLETE = 1 << 2
 MAX_SKB_FRAGS = 17               # CONFIG_MAX_SKB_FRAGS default
 SIZEOF_XDP_FRAME = 40            # struct xdp_frame on 64-bit: metadata leaves room for it
 TEST_XDP_MAX_BATCH = 256
+PP_ALLOC_CACHE_REFILL = 64
 NAPI_POLL_WEIGHT = 64
+XDP_PASS = 2
 U32_MAX = 0xffffffff
 
 # if_packet.h / if_ether.h
@@ -349,9 +353,12 @@ def _run_xdp(program, data_in, ctx_in, ctx_out_wanted, repeat, cpu, flags, batch
                                       f"{MAX_SKB_FRAGS} fragments")
     struct_ = contexts.ctx_struct(ProgType.XDP, program.expected_attach_type)
 
-    def run_once(runs: int):
+    def frame() -> bytearray:
         buf = bytearray(PAGE_SIZE)
         buf[headroom:headroom + linear] = data[:linear]
+        return buf
+
+    def run_once(buf: bytearray, runs: int):
         ctx = bytearray(struct_.internal_size)
         off = _XDP_FIELDS["ingress_ifindex"]
         ctx[off:off + 4] = LOOPBACK_IFINDEX.to_bytes(4, "little")
@@ -362,22 +369,51 @@ def _run_xdp(program, data_in, ctx_in, ctx_out_wanted, repeat, cpu, flags, batch
         return buf, res
 
     if live:
-        # every frame is a fresh copy; the kernel reports no verdict and the
-        # input frame unchanged
-        total = 0
-        for _ in range(repeat):
-            total += run_once(1)[1][1]
-        out = data
+        total = _run_live_frames(lambda buf: run_once(buf, 1)[1], frame, repeat,
+                                 batch_size or NAPI_POLL_WEIGHT)
         if user_ctx is not None:
             struct.pack_into("<II", user_ctx, 0, meta_len, linear)
-        return TestRunResult(0, out, None, _duration(total, repeat))
-    buf, (r0, ns, meta, dstart, dend) = run_once(repeat)
+        return TestRunResult(0, data, None, _duration(total, repeat))
+    buf, (r0, ns, meta, dstart, dend) = run_once(frame(), repeat)
     out = bytes(buf[meta:dend]) + frags
     ctx_out = None
     if user_ctx is not None:
         struct.pack_into("<II", user_ctx, 0, dstart - meta, dend - meta)
         ctx_out = bytes(user_ctx)
     return TestRunResult(r0 & U32_MAX, out, ctx_out, _duration(ns, repeat))
+
+
+def _run_live_frames(run, frame, repeat: int, batch_size: int) -> int:
+    """BPF_F_TEST_XDP_LIVE_FRAMES: ``repeat`` runs in batches, each on a page
+    of the test's page pool; returns the total ns.
+
+    Pages are filled with the packet once, when the pool allocates them (64
+    at a time); a run's page goes back to the pool's ring (FIFO) right after
+    it, or at the end of its batch when the verdict was XDP_PASS (the stack
+    holds it until then). The allocation cache is refilled from the ring,
+    else with 64 fresh pages. Later runs thus see earlier runs' writes, with
+    the pointers reset. The kernel reports no verdict and the input frame.
+    """
+    cache: list = []
+    ring: deque = deque()
+    total = 0
+    done = 0
+    while done < repeat:
+        held = []
+        for _ in range(min(batch_size, repeat - done)):
+            if not cache:
+                if ring:
+                    for _ in range(min(PP_ALLOC_CACHE_REFILL, len(ring))):
+                        cache.append(ring.popleft())
+                else:
+                    cache.extend(frame() for _ in range(PP_ALLOC_CACHE_REFILL))
+            page = cache.pop()
+            r0, ns = run(page)[:2]
+            total += ns
+            (held if r0 & U32_MAX == XDP_PASS else ring).append(page)
+            done += 1
+        ring.extend(held)
+    return total
 
 
 # -- contexts that are the user's bytes -------------------------------------------
