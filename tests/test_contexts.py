@@ -450,3 +450,11 @@ def test_socket_pointer_accesses():
         check_sock_access("xdp_sock", 0, 2)
     with pytest.raises(ValueError):
         check_sock_access("udp_sock", 0, 4)
+
+
+def test_stores_to_16_bit_kernel_fields_store_16_bits():
+    assert ok(P.SCHED_CLS, 44, 4, write=True) == CtxAccess(44, 2, None)    # tc_index
+    assert ok(P.SCHED_CLS, 72, 4, write=True) == CtxAccess(72, 2, None)    # tc_classid
+    assert ok(P.SCHED_CLS, 12, 4, write=True) == CtxAccess(12, 2, None)    # queue_mapping
+    assert ok(P.SCHED_CLS, 8, 4, write=True) == CtxAccess(8, 4, None)      # mark
+    assert ok(P.SK_SKB, 44, 4, write=True) == CtxAccess(44, 2, None)

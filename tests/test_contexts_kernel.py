@@ -435,3 +435,25 @@ def test_bpf_sock_narrow_loads_read_what_the_kernel_returns(host):
         if got != want:
             bad.append((BPF_SOCK.field_at(off).name, off, size, hex(got), hex(want)))
     assert not bad
+
+
+@pytest.mark.parametrize("field", ["mark", "priority", "queue_mapping", "tc_index",
+                                   "tc_classid", "cb[2]"])
+def test_tc_stores_keep_what_the_kernel_keeps(host, field):
+    """A u32 store then a u32 load of the same field, in the kernel and on an
+    internal context through the CtxAccess of each (DROPPED_STORES_FROM too)."""
+    from userbpf.contexts import DROPPED_STORES_FROM
+    s = ctx_struct(ProgType.SCHED_CLS)
+    f = s.field(field)
+    dropped_from = DROPPED_STORES_FROM["__sk_buff"].get(field)
+    st = check_ctx_access(ProgType.SCHED_CLS, 0, f.off, 4, True)
+    ld = check_ctx_access(ProgType.SCHED_CLS, 0, f.off, 4, False)
+    for value in (0x12345, 0xFFFE, 0xFFFF, 0x1FFFF, 0x89ABCDEF):
+        code = [isa.BPF_LD_IMM64(2, value), isa.BPF_STX_MEM(isa.Size.W, 1, 2, f.off),
+                isa.BPF_LDX_MEM(isa.Size.W, 0, 1, f.off), isa.BPF_EXIT_INSN()]
+        with host.prog_load(code, ProgType.SCHED_CLS) as p:
+            got = p.test_run(VALUE_PACKET).retval
+        internal = s.pack()
+        if dropped_from is None or value < dropped_from:
+            internal[st.off:st.off + st.size] = value.to_bytes(8, "little")[:st.size]
+        assert got == int.from_bytes(internal[ld.off:ld.off + ld.size], "little"), hex(value)

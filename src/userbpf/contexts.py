@@ -67,7 +67,7 @@ __all__ = [
     "check_flow_keys_access", "FLOW_KEYS", "CTX_ATOMIC_ERROR", "PTR_REG_TYPES",
     "BTF_ARGS_TYPES", "RET_SLOT_ATTACH_TYPES", "CTX_MODIFIED_ERROR", "CTX_VAR_OFF_ERROR",
     "CTX_ACCESS_ERRNO", "check_sock_access", "SOCK_POINTER_STRUCTS", "CONVERSION_BUG",
-    "permitted_accesses", "BACKING_SIZES", "SIGN_EXTENDED_FIELDS",
+    "permitted_accesses", "BACKING_SIZES", "SIGN_EXTENDED_FIELDS", "DROPPED_STORES_FROM",
 ]
 
 
@@ -420,7 +420,7 @@ SIZES = (1, 2, 4, 8)
 
 # The size of the kernel field each narrow-readable uapi field is converted
 # from, where it is smaller than the uapi field (the convert_ctx_access
-# target_size).  __sk_buff's are measured with PROG_TEST_RUN where the
+# target_size).  Stores to such a field keep only that many bytes.  __sk_buff's are measured with PROG_TEST_RUN where the
 # kernel fills them; the rest follow the kernel's conversions.
 BACKING_SIZES: Dict[str, Dict[str, int]] = {
     "__sk_buff": {"pkt_type": 1, "queue_mapping": 2, "protocol": 2, "vlan_tci": 2,
@@ -431,6 +431,10 @@ BACKING_SIZES: Dict[str, Dict[str, int]] = {
     "sk_reuseport_md": {"eth_protocol": 2, "ip_protocol": 1, "bind_inany": 1},
     "bpf_sk_lookup": {"family": 2, "protocol": 2, "local_port": 2},
 }
+
+# Stores the kernel drops: a store to __sk_buff.queue_mapping of a value
+# >= 0xffff (NO_QUEUE_MAPPING) leaves the field as it was.
+DROPPED_STORES_FROM: Dict[str, Dict[str, int]] = {"__sk_buff": {"queue_mapping": 0xFFFF}}
 
 # Fields whose whole-field loads the kernel sign-extends to 64 bits: with no
 # queue, rx_queue_mapping reads as a 64-bit -1 even through a u32 or u16
@@ -473,6 +477,13 @@ class _Table:
             acc = CtxAccess(self.struct.slot(ptr), 8, ptr)
         self.ok[(off, size, write)] = acc
 
+    def _store(self, f: Field) -> None:
+        """A full-size store of ``f``; the kernel stores only its backing field
+        (tc_index keeps 16 bits), so the internal store is that narrow."""
+        backing = self.backing.get(f.name.split("[")[0], f.size)
+        off = f.off if sys.byteorder == "little" else f.off + f.size - backing
+        self._add(f.off, f.size, True, None, internal=(off, backing))
+
     # -- rules -----------------------------------------------------------
     def full(self, *names: str, read: bool = True, write: bool = False,
              ptr: Optional[CtxPtr] = None, reg_type: Optional[str] = None) -> "_Table":
@@ -487,7 +498,7 @@ class _Table:
             if read:
                 self._add(f.off, f.size, False, ptr)
             if write:
-                self._add(f.off, f.size, True, None)
+                self._store(f)
         return self
 
     def narrow(self, *names: str, min_size: int = 1, write: bool = False,
@@ -512,7 +523,7 @@ class _Table:
                     for o in range(f.off, f.off + (s if start_only else f.size), s):
                         self._add(o, s, False, None, internal=whole)
             if write:
-                self._add(f.off, f.size, True, None)
+                self._store(f)
         return self
 
     def at(self, off: int, size: int, read: bool = True, write: bool = False,
