@@ -777,7 +777,10 @@ cdef uint64_t vm_exec_at(const vm_prog *prog, vm_run *run, uint32_t entry, uint6
             if reg[src] != run.ctx or run.ctx == 0:
                 _fault(run, VM_STATUS_ERR_CTX, _pc(ins, insns), reg[src], ins.size, 0)
                 break
-            reg[dst] = <uint64_t>vm_sext(vm_load(run.ctx + <uint64_t>ins.off, ins.size), ins.size)
+            # sign-extended from the program's access size (imm), after the
+            # internal load (as the kernel's conversion adds a movsx)
+            reg[dst] = <uint64_t>vm_sext(vm_load(run.ctx + <uint64_t>ins.off, ins.size),
+                                         <int>ins.imm)
         elif op == VM_CTX_STX:
             if reg[dst] != run.ctx or run.ctx == 0:
                 _fault(run, VM_STATUS_ERR_CTX, _pc(ins, insns), reg[dst], ins.size, 1)
@@ -1315,7 +1318,7 @@ cdef class VMProgram:
                 int64_t meta=-1, uint64_t data=0, uint64_t end=0, uint32_t tailroom=0,
                 uint32_t mac_len=0, bint l2=False, bint writable=False,
                 uint64_t repeat=1, uint32_t cpu=0, extra=None, int extra_slot=-1,
-                bytes extra_init=None):
+                bytes extra_init=None, list ro_slots=None):
         """Run with r1 pointing to an internal context (see include/userbpf/ctx.h).
 
         ``ctx`` is a writable buffer holding the UAPI struct and, at
@@ -1328,7 +1331,8 @@ cdef class VMProgram:
         ``extra`` (a writable buffer) is memory a pointer slot names, e.g.
         the flow dissector's bpf_flow_keys: slot ``extra_slot`` points to it,
         the program may read and write it, and ``extra_init`` (bytes) is
-        copied into it before every run.
+        copied into it before every run. ``ro_slots`` lists ``(slot, bytes)``:
+        read-only memory those slots point to (e.g. a test run's socket).
 
         Returns ``(r0, total_ns, meta, data, end)``: the last run's r0 and
         the packet's final bounds as offsets into ``pkt``.
@@ -1337,6 +1341,7 @@ cdef class VMProgram:
         cdef Py_buffer view, cview, xview
         cdef bint have_view = False, have_cview = False, have_xview = False
         cdef const uint8_t *xinit = NULL
+        cdef bytes ro_mem
         cdef Py_ssize_t xinit_len = 0
         cdef uint64_t stack[VM_STACK_WORDS]
         cdef uint64_t r0 = 0, k, base = 0
@@ -1391,6 +1396,15 @@ cdef class VMProgram:
                         raise ValueError("extra_init is larger than extra")
                     xinit = <const uint8_t *>extra_init
                     xinit_len = len(extra_init)
+            for slot, mem in (ro_slots or ()):
+                if not 0 <= slot < UBPF_CTX_NPTRS or run.nregions >= VM_MAX_REGIONS:
+                    raise ValueError("bad slot in ro_slots, or no region left for it")
+                ro_mem = mem        # bytes: the list keeps it alive for the call
+                ptrs[slot] = <uint64_t><const char *>ro_mem
+                run.regions[run.nregions].start = ptrs[slot]
+                run.regions[run.nregions].len = len(mem)
+                run.regions[run.nregions].writable = 0
+                run.nregions += 1
             run.ctx = <uint64_t>cview.buf
             run.cpu = cpu
             _runs_enter()

@@ -78,6 +78,11 @@ def _is_ctx(v) -> bool:
     return v is not None and (v is MIXED or v[0] == CTX)
 
 
+SOCK = "sock"       # ("sock", kind, off): a socket pointer read from the context
+# which socket type a context's socket slots give (the verifier's reg types)
+_SOCK_SLOT_KINDS = {"__sk_buff": "sock_common"}
+
+
 def convert_ctx_accesses(insns: List[Insn], prog_type: int,
                          expected_attach_type: int = 0) -> Dict[int, CtxRewrite]:
     """Find the context accesses of ``insns`` and convert them.
@@ -92,7 +97,9 @@ def convert_ctx_accesses(insns: List[Insn], prog_type: int,
     >>> convert_ctx_accesses(code, ProgType.XDP)
     {0: CtxRewrite(op='CTX_LDX', off=32, size=8), 1: CtxRewrite(op='CTX_LDX', off=24, size=8)}
     """
-    from .contexts import CtxAccessError, check_ctx_access
+    from .contexts import CtxAccessError, CtxPtr, check_ctx_access, check_sock_access, ctx_struct
+
+    sock_kind = _SOCK_SLOT_KINDS.get(ctx_struct(prog_type, expected_attach_type).name, "sock")
 
     n = len(insns)
     starts = list(isa.slots(insns))
@@ -110,8 +117,19 @@ def convert_ctx_accesses(insns: List[Insn], prog_type: int,
             states[pc] = new
             work.append(pc)
 
+    def sock_access(pc: int, base: int, v, off: int, size: int, write: bool) -> None:
+        # socket fields sit at their UAPI offsets in read-only memory: the
+        # load stays a plain load; only the kernel's field rules apply
+        if v[2] != 0:
+            raise ProgramError(f"R{base} invalid {v[1]} access off={v[2] + off} size={size}",
+                               pc, errno.EACCES)
+        try:
+            check_sock_access(v[1], off, size, write, regno=base)
+        except CtxAccessError as e:
+            raise ProgramError(str(e), pc, getattr(e, "errno", errno.EACCES)) from None
+
     def access(pc: int, base: int, v, off: int, size: int, write: bool,
-               op: Optional[str] = None) -> None:
+               op: Optional[str] = None):
         if v is MIXED:
             raise ProgramError("same insn cannot be used with different pointers", pc,
                                errno.EINVAL)
@@ -130,6 +148,7 @@ def convert_ctx_accesses(insns: List[Insn], prog_type: int,
             raise ProgramError("same insn cannot be used with different pointers", pc,
                                errno.EINVAL)
         out[pc] = rw
+        return a
 
     # callbacks (lddw func[...]) start with nothing known
     for pc in starts:
@@ -150,6 +169,12 @@ def convert_ctx_accesses(insns: List[Insn], prog_type: int,
             if cls == Class.ALU64 and op == isa.BPF_MOV and isa.BPF_SRC(x.code) == isa.BPF_X \
                     and x.off == 0:
                 regs[x.dst] = regs[x.src]
+            elif d is not None and d is not MIXED and d[0] == SOCK and not (
+                    op == isa.BPF_MOV and isa.BPF_SRC(x.code) == isa.BPF_K):
+                if op in (isa.BPF_ADD, isa.BPF_SUB) and cls == Class.ALU64:
+                    raise ProgramError(f"R{x.dst} pointer arithmetic on {d[1]}_or_null "
+                                       "prohibited, null-check it first", pc, errno.EACCES)
+                regs[x.dst] = None
             elif cls == Class.ALU64 and op in (isa.BPF_ADD, isa.BPF_SUB) and d is not None \
                     and d is not MIXED:
                 if isa.BPF_SRC(x.code) == isa.BPF_K and d[1] is not None:
@@ -167,7 +192,13 @@ def convert_ctx_accesses(insns: List[Insn], prog_type: int,
             val = None
             if _is_ctx(b):
                 signed = isa.BPF_MODE(x.code) == isa.BPF_MEMSX
-                access(pc, x.src, b, x.off, size, False, "CTX_LDXS" if signed else None)
+                a = access(pc, x.src, b, x.off, size, False, "CTX_LDXS" if signed else None)
+                if a.ptr == CtxPtr.SOCK:
+                    val = (SOCK, sock_kind, 0)
+                elif a.ptr == CtxPtr.SOCK2:
+                    val = (SOCK, "sock_common", 0)
+            elif b is not None and b[0] == SOCK:
+                sock_access(pc, x.src, b, x.off, size, False)
             elif b is not None and b[0] == FP and b[1] is not None and size == 8:
                 val = dict(stack).get(b[1] + x.off)
             regs[x.dst] = val
@@ -181,6 +212,8 @@ def convert_ctx_accesses(insns: List[Insn], prog_type: int,
                     raise ProgramError(f"BPF_ATOMIC stores into R{x.dst} ctx is not allowed",
                                        pc, errno.EACCES)
                 access(pc, x.dst, b, x.off, size, True, "CTX_ST" if cls == Class.ST else None)
+            elif b is not None and b is not MIXED and b[0] == SOCK:
+                sock_access(pc, x.dst, b, x.off, size, True)
             elif b is not None and b is not MIXED and b[0] == FP:
                 at = None if b[1] is None else b[1] + x.off
                 stack = _kill(stack, at, size)

@@ -195,6 +195,8 @@ def predecode(insns: List[Insn], helpers: Mapping[int, HelperImpl],
                                "an associated arena (arena maps are not supported yet)", pc)
         rw = ctx_rewrites.get(pc)
         if rw is not None:      # CTX_ST keeps its immediate
+            if rw.op == "CTX_LDXS":
+                imm = size      # sign-extend from the program's own load size
             name, size, off = rw.op, rw.size, rw.off
         records.append(_RECORD.pack(isa.VM_OP[name], x.dst, x.src, size, off, imm))
     if "CALLX" in {isa.vm_op_name(insns[pc]) for pc in starts}:

@@ -150,6 +150,41 @@ def _run_syscall(program, data_in, ctx_in, ctx_out_wanted, repeat, cpu, flags, b
     return _result(r0, b"", bytes(ctx[:len(ctx_in)]) if ctx_in else None, 0, 1)
 
 
+_BPF_SOCK = {f.name.split("[")[0]: f.off for f in reversed(contexts.BPF_SOCK.fields)}
+TCP_CLOSE = 7
+ETH_P_IP, ETH_P_IPV6 = 0x0800, 0x86DD
+
+
+def skb_test_socket(frame: bytes) -> bytes:
+    """The ``struct bpf_sock`` an skb test run's socket reads as (what
+    ``__sk_buff.sk`` points to): sk_alloc + sock_init_data with no socket
+    (type, protocol, ports 0, state TCP_CLOSE, no rx queue: -1), family and
+    addresses from the frame's IP header as bpf_prog_test_run_skb sets them.
+
+    >>> s = skb_test_socket(bytes(12) + b"\\x08\\x00" + bytes.fromhex("45" + "00" * 11)
+    ...                     + bytes([10, 0, 0, 1, 10, 0, 0, 2]))
+    >>> s[4], s[24:28], s[52:56], s[72]
+    (2, b'\\n\\x00\\x00\\x01', b'\\n\\x00\\x00\\x02', 7)
+    """
+    sk = bytearray(contexts.BPF_SOCK.size)
+    o = _BPF_SOCK
+    proto = int.from_bytes(frame[12:14], "big")
+    ip = frame[ETH_HLEN:]
+    if proto == ETH_P_IP:
+        struct.pack_into("<I", sk, o["family"], AF_INET)
+        if len(ip) >= 20:
+            sk[o["src_ip4"]:o["src_ip4"] + 4] = ip[12:16]
+            sk[o["dst_ip4"]:o["dst_ip4"] + 4] = ip[16:20]
+    elif proto == ETH_P_IPV6:
+        struct.pack_into("<I", sk, o["family"], AF_INET6)
+        if len(ip) >= 40:
+            sk[o["src_ip6"]:o["src_ip6"] + 16] = ip[8:24]
+            sk[o["dst_ip6"]:o["dst_ip6"] + 16] = ip[24:40]
+    struct.pack_into("<I", sk, o["state"], TCP_CLOSE)
+    struct.pack_into("<i", sk, o["rx_queue_mapping"], -1)
+    return bytes(sk)
+
+
 RUNNERS = {
     ProgType.FLOW_DISSECTOR: _run_flow_dissector,
     ProgType.SK_LOOKUP: _run_sk_lookup,
