@@ -32,3 +32,21 @@ def test_readme_map_example_runs_and_gives_what_it_says():
     with pytest.raises(FileNotFoundError):
         exec(lookup_missing.split("#")[0].strip(), ns)
     assert ns["k"].fs.listdir() == ["counts"]
+
+
+def test_readme_program_example_runs_and_gives_what_it_says():
+    import pytest
+    import userbpf
+    ns = {"userbpf": userbpf}
+    maps = README.split("Maps live in a simulated kernel", 1)[1].split("```python\n", 1)[1]
+    maps = maps.split("```", 1)[0]
+    exec("\n".join(line for line in maps.splitlines() if "ENOENT" not in line), ns)
+    block = README.split("Programs are loaded for a program type", 1)[1]
+    block = block.split("```python\n", 1)[1].split("```", 1)[0]
+    refused = block.split("res.retval", 1)[1].split("\n", 2)[2]
+    exec(block.replace(refused, ""), ns)
+    assert (ns["res"].retval, ns["res"].data_out) == (2, bytes(60))
+    assert ns["xdp"].test_run(bytes(13)).retval == 1
+    with pytest.raises(PermissionError) as e:
+        exec(refused.split("#")[0], ns)
+    assert "invalid bpf_context access off=2 size=2" in str(e.value)
