@@ -46,7 +46,9 @@ def test_readme_program_example_runs_and_gives_what_it_says():
     refused = block.split("res.retval", 1)[1].split("\n", 2)[2]
     exec(block.replace(refused, ""), ns)
     assert (ns["res"].retval, ns["res"].data_out) == (2, bytes(60))
-    assert ns["xdp"].test_run(bytes(13)).retval == 1
+    with pytest.raises(OSError) as e:            # test runs need an Ethernet header
+        ns["xdp"].test_run(bytes(13))
+    assert e.value.errno == 22
     with pytest.raises(PermissionError) as e:
         exec(refused.split("#")[0], ns)
     assert "invalid bpf_context access off=2 size=2" in str(e.value)
