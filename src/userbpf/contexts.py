@@ -1016,6 +1016,13 @@ def check_ctx_access(prog_type: int, expected_attach_type: int, off: int, size: 
     sign-extending load (BPF_MEMSX, ``sign_extend``) is refused where the
     load would yield a pointer.
 
+    The internal access is the program's own offset and size, except: a
+    pointer field loads its 8-byte slot; a narrow load at least as wide as
+    the kernel field behind it loads the whole uapi field (BACKING_SIZES);
+    a store to a field the kernel keeps narrower stores only that many
+    bytes (tc_index: 2).  See also DROPPED_STORES_FROM and
+    SIGN_EXTENDED_FIELDS for the two value rules a plain access cannot say.
+
     For TRACING, LSM and STRUCT_OPS the ctx is the traced function's u64
     arguments; ``nr_args`` (the BTF prototype's argument count) limits them,
     plus the return value for fexit / fmod_ret / LSM.  Argument values are
@@ -1031,6 +1038,10 @@ def check_ctx_access(prog_type: int, expected_attach_type: int, off: int, size: 
     userbpf.contexts.CtxAccessError: invalid bpf_context access off=20 size=4
     >>> check_ctx_access(ProgType.XDP, AttachType.XDP_DEVMAP, 20, 4, False)
     CtxAccess(off=20, size=4, ptr=None)
+    >>> check_ctx_access(ProgType.SCHED_CLS, 0, 18, 2, False)    # u16 protocol, upper half
+    CtxAccess(off=16, size=4, ptr=None)
+    >>> check_ctx_access(ProgType.SCHED_CLS, 0, 44, 4, True)     # tc_index is a u16
+    CtxAccess(off=44, size=2, ptr=None)
     >>> check_ctx_access(ProgType.TRACING, AttachType.TRACE_FEXIT, 16, 4, False, nr_args=2)
     CtxAccess(off=16, size=4, ptr=None)
     """
