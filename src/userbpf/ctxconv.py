@@ -34,7 +34,8 @@ __all__ = ["CtxRewrite", "convert_ctx_accesses"]
 
 class CtxRewrite(NamedTuple):
     """How one instruction slot runs after conversion."""
-    op: str        # "CTX_LDX", "CTX_LDXS" (sign-extending), "CTX_STX" or "CTX_ST"
+    op: str        # "CTX_LDX", "CTX_LDXS" (sign-extending), "CTX_STX", "CTX_ST", or a
+                   # plain sign-extending load (LDXSW...) of socket memory
     off: int       # internal context offset
     size: int      # internal access size
 
@@ -79,6 +80,7 @@ def _is_ctx(v) -> bool:
 
 
 SOCK = "sock"       # ("sock", kind, off): a socket pointer read from the context
+_LETTER = {1: "B", 2: "H", 4: "W", 8: "DW"}
 # which socket type a context's socket slots give (the verifier's reg types)
 _SOCK_SLOT_KINDS = {"__sk_buff": "sock_common"}
 
@@ -97,7 +99,8 @@ def convert_ctx_accesses(insns: List[Insn], prog_type: int,
     >>> convert_ctx_accesses(code, ProgType.XDP)
     {0: CtxRewrite(op='CTX_LDX', off=32, size=8), 1: CtxRewrite(op='CTX_LDX', off=24, size=8)}
     """
-    from .contexts import CtxAccessError, CtxPtr, check_ctx_access, check_sock_access, ctx_struct
+    from .contexts import (BPF_SOCK, SIGN_EXTENDED_FIELDS, CtxAccessError, CtxPtr,
+                           check_ctx_access, check_sock_access, ctx_struct)
 
     sock_kind = _SOCK_SLOT_KINDS.get(ctx_struct(prog_type, expected_attach_type).name, "sock")
 
@@ -124,9 +127,17 @@ def convert_ctx_accesses(insns: List[Insn], prog_type: int,
             raise ProgramError(f"R{base} invalid {v[1]} access off={v[2] + off} size={size}",
                                pc, errno.EACCES)
         try:
-            check_sock_access(v[1], off, size, write, regno=base)
+            a = check_sock_access(v[1], off, size, write, regno=base)
         except CtxAccessError as e:
             raise ProgramError(str(e), pc, getattr(e, "errno", errno.EACCES)) from None
+        field = BPF_SOCK.field_at(a.off) if v[1] in ("sock_common", "sock") else None
+        if field is not None and field.name in SIGN_EXTENDED_FIELDS.get("bpf_sock", ()) \
+                and a.size == field.size:
+            # the kernel's conversion gives a 64-bit value (-1: no queue)
+            out[pc] = CtxRewrite("LDXS" + _LETTER[a.size], a.off, a.size)
+        elif (a.off, a.size) != (off, size):
+            # a narrow load as wide as the kernel's field reads the whole field
+            out[pc] = CtxRewrite("LDX" + _LETTER[a.size], a.off, a.size)
 
     def access(pc: int, base: int, v, off: int, size: int, write: bool,
                op: Optional[str] = None):

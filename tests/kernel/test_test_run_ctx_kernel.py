@@ -204,3 +204,39 @@ def test_enable_stats_counts_test_runs_like_the_kernel(host):
     with pytest.raises(OSError) as e:
         k.bpf(Cmd.ENABLE_STATS, type=1)
     assert e.value.errno == errno.EINVAL
+
+
+ETH = bytes.fromhex("020000000002020000000001")
+SOCK_PACKETS = {
+    "ip4": ETH + b"\x08\x00" + bytes.fromhex("4500002800010000400600000a0000010a000002")
+    + bytes(20),
+    "ip6": ETH + b"\x86\xdd" + bytes.fromhex("6000000000140640") + bytes(range(16))
+    + bytes(range(100, 116)) + bytes(20),
+    "arp": ETH + b"\x08\x06" + bytes(28),
+}
+
+
+@pytest.mark.parametrize("t", [ProgType.SCHED_CLS, ProgType.CGROUP_SKB])
+@pytest.mark.parametrize("size", [1, 2, 4])
+def test_skb_socket_fields_like_the_kernel(host, t, size):
+    """__sk_buff.sk in a test run: the kernel's dummy socket (family and
+    addresses from the packet, TCP_CLOSE, no queue), field by field; the
+    fields sock_common lacks are refused by both."""
+    from userbpf import Program
+    from userbpf.errors import ProgramError
+    for off in range(0, 80, size):
+        src = (f"r2 = *(u64 *)(r1 + 168)\nr0 = 0\nif r2 == 0 goto +4\n"
+               f"r0 = *(u{8 * size} *)(r2 + {off})\nr3 = r0\nr3 >>= 32\nr0 ^= r3\n")
+        if t == ProgType.CGROUP_SKB:
+            src += "r0 &= 1\n"      # cgroup skb programs return 0 or 1
+        insns = asm.assemble(src + "exit")
+        try:
+            theirs = hostbpf.prog_load(insns, prog_type=t)
+        except hostbpf.HostError:
+            with pytest.raises(ProgramError):
+                Program(insns, prog_type=t)
+            continue
+        mine = Program(insns, prog_type=t)
+        for name, pkt in SOCK_PACKETS.items():
+            want = theirs.test_run(pkt).retval
+            assert mine.test_run(pkt).retval == want, (off, name)

@@ -273,7 +273,8 @@ def _run_skb(program, data_in, ctx_in, ctx_out_wanted, repeat, cpu, flags, batch
         ctx, _align8(struct_.size), buf, kind=2, data=start, end=start + length,
         tailroom=tailroom, mac_len=ETH_HLEN, l2=is_l2,
         writable=contexts.may_access_direct_pkt_data(ptype, write=True),
-        repeat=repeat, cpu=program._cpu(None))
+        repeat=repeat, cpu=program._cpu(None),
+        ro_slots=[(contexts.CtxPtr.SOCK, skb_test_socket(data))])   # __sk_buff.sk
     if csum is not None:
         # the network header sits where it was unless the program moved the
         # packet's start (the helpers that do also fix the checksum)
@@ -481,6 +482,6 @@ def test_run(program, data_in: Optional[bytes] = None, ctx_in: Optional[bytes] =
 
 
 # flow dissector, sk_lookup and syscall programs: kernel/test_run_ctx.py
-from .test_run_ctx import RUNNERS as _CTX_RUNNERS  # noqa: E402
+from .test_run_ctx import RUNNERS as _CTX_RUNNERS, skb_test_socket  # noqa: E402
 TEST_RUN_TYPES.update(_CTX_RUNNERS)
 _RAW_REPEAT = frozenset({ProgType.RAW_TRACEPOINT, ProgType.SYSCALL})
