@@ -785,7 +785,8 @@ cdef uint64_t vm_exec_at(const vm_prog *prog, vm_run *run, uint32_t entry, uint6
             if reg[dst] != run.ctx or run.ctx == 0:
                 _fault(run, VM_STATUS_ERR_CTX, _pc(ins, insns), reg[dst], ins.size, 1)
                 break
-            vm_store(run.ctx + <uint64_t>ins.off, ins.size, reg[src])
+            if ins.imm == 0 or reg[src] < <uint64_t>ins.imm:    # imm: the kernel's drop limit
+                vm_store(run.ctx + <uint64_t>ins.off, ins.size, reg[src])
         elif op == VM_CTX_ST:
             if reg[dst] != run.ctx or run.ctx == 0:
                 _fault(run, VM_STATUS_ERR_CTX, _pc(ins, insns), reg[dst], ins.size, 1)

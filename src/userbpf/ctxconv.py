@@ -34,10 +34,11 @@ __all__ = ["CtxRewrite", "convert_ctx_accesses"]
 
 class CtxRewrite(NamedTuple):
     """How one instruction slot runs after conversion."""
-    op: str        # "CTX_LDX", "CTX_LDXS" (sign-extending), "CTX_STX", "CTX_ST", or a
-                   # plain sign-extending load (LDXSW...) of socket memory
+    op: str        # "CTX_LDX", "CTX_LDXS" (sign-extending), "CTX_STX", "CTX_ST", "NOP"
+                   # (a store the kernel drops), or a plain load of socket memory
     off: int       # internal context offset
     size: int      # internal access size
+    limit: int = 0  # CTX_STX: values >= limit are not stored (0: no limit)
 
 
 # Abstract register values. None: not a pointer the conversion cares about.
@@ -99,10 +100,12 @@ def convert_ctx_accesses(insns: List[Insn], prog_type: int,
     >>> convert_ctx_accesses(code, ProgType.XDP)
     {0: CtxRewrite(op='CTX_LDX', off=32, size=8), 1: CtxRewrite(op='CTX_LDX', off=24, size=8)}
     """
-    from .contexts import (BPF_SOCK, SIGN_EXTENDED_FIELDS, CtxAccessError, CtxPtr,
-                           check_ctx_access, check_sock_access, ctx_struct)
+    from .contexts import (BPF_SOCK, DROPPED_STORES_FROM, SIGN_EXTENDED_FIELDS,
+                           CtxAccessError, CtxPtr, check_ctx_access, check_sock_access,
+                           ctx_struct)
 
-    sock_kind = _SOCK_SLOT_KINDS.get(ctx_struct(prog_type, expected_attach_type).name, "sock")
+    struct_ = ctx_struct(prog_type, expected_attach_type)
+    sock_kind = _SOCK_SLOT_KINDS.get(struct_.name, "sock")
 
     n = len(insns)
     starts = list(isa.slots(insns))
@@ -154,7 +157,15 @@ def convert_ctx_accesses(insns: List[Insn], prog_type: int,
             a = check_ctx_access(prog_type, expected_attach_type, off, size, write)
         except CtxAccessError as e:
             raise ProgramError(str(e), pc, errno.EACCES) from None
-        rw = CtxRewrite(op or ("CTX_STX" if write else "CTX_LDX"), a.off, a.size)
+        limit = 0
+        if write:
+            field = struct_.field_at(off)
+            limit = DROPPED_STORES_FROM.get(struct_.name, {}).get(
+                field.name if field else "", 0)
+        if op == "CTX_ST" and limit and (insns[pc].imm & (2**64 - 1)) >= limit:
+            op = "NOP"                    # the kernel's conversion drops this store
+        rw = CtxRewrite(op or ("CTX_STX" if write else "CTX_LDX"), a.off, a.size,
+                        limit if op is None and write else 0)
         if out.get(pc, rw) != rw:
             raise ProgramError("same insn cannot be used with different pointers", pc,
                                errno.EINVAL)

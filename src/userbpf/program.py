@@ -197,7 +197,11 @@ def predecode(insns: List[Insn], helpers: Mapping[int, HelperImpl],
         if rw is not None:      # CTX_ST keeps its immediate
             if rw.op == "CTX_LDXS":
                 imm = size      # sign-extend from the program's own load size
+            elif rw.op == "CTX_STX":
+                imm = rw.limit  # values >= limit are dropped (0: none)
             name, size, off = rw.op, rw.size, rw.off
+            if name == "NOP":   # a store the kernel's conversion drops
+                name, off, size = "JA", len(records) + 1, 0
         records.append(_RECORD.pack(isa.VM_OP[name], x.dst, x.src, size, off, imm))
     if "CALLX" in {isa.vm_op_name(insns[pc]) for pc in starts}:
         for hid in sorted(helpers):          # callx may reach any helper by id

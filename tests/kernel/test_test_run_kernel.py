@@ -551,10 +551,9 @@ def _u16_field_program(name: str, value: int) -> bytes:
 
 @pytest.mark.parametrize("name,value", [("queue_mapping", 0x12345), ("queue_mapping", 0xffff),
                                         ("tc_index", 0x12345), ("tc_classid", 0x12345)])
-@pytest.mark.xfail(strict=True, reason="contexts/ctxconv: the kernel keeps queue_mapping, "
-                                       "tc_index and tc_classid in 16 bits (and skips "
-                                       "queue_mapping stores >= 0xffff); userbpf keeps 32")
 def test_u16_skb_fields_like_the_kernel(sides, name, value):
+    """The kernel keeps queue_mapping, tc_index and tc_classid in 16 bits and
+    drops queue_mapping stores >= 0xffff (contexts + ctxconv do the same)."""
     same(sides, _u16_field_program(name, value), TC, data_in=PKT)
 
 
