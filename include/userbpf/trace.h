@@ -3,7 +3,8 @@
  *
  * The kernel formats in two steps (kernel/bpf/helpers.c, lib/vsprintf.c):
  *
- *   bpf_bprintf_prepare  checks the format (only %d %i %u %x %X with l/ll,
+ *   bpf_bprintf_prepare  checks the format (no control characters; only
+ *                        %d %i %u %x %X with l/ll,
  *                        %c, %s, %p and %pK %px %ps %pS %pB %pI4 %pi4 %pI6
  *                        %pi6 %pks %pus; flags "0+- ", a width; no precision,
  *                        no '#', no h/hh/z, no %o) and packs the arguments
@@ -14,7 +15,8 @@
  *
  * ubpf_bprintf_prepare and ubpf_bstr_printf follow the same steps, so that
  * the errors (-EINVAL, -ENOSPC when the 512 bytes run out) and the quirks
- * (a width is ignored for the pre-formatted %pB / %pI4 / %pks; letters
+ * (a width is ignored for the pre-formatted %pB / %pI4 / %pks, which stop
+ * counting toward the returned length once the output is full; letters
  * right after a %p form are swallowed) are the kernel's. Memory behind %s
  * and %pI4 pointers is read through the run's region checks: memory the
  * run may not read reads as the kernel's failed copy does (an empty
@@ -279,7 +281,9 @@ static int ubpf_bprintf_prepare(const vm_run *run, const char *fmt, uint64_t fmt
     n = (uint64_t)(nul - fmt);
     for (i = 0; i < n; i++) {
         unsigned char c = (unsigned char)fmt[i];
-        if (c >= 0x80 || !((c >= 0x20 && c < 0x7f) || ubpf_isspace(c)))
+        /* control characters are refused; bytes >= 0x80 (UTF-8) pass, as
+         * on the live 6.18 kernel */
+        if (c < 0x80 && !((c >= 0x20 && c < 0x7f) || ubpf_isspace(c)))
             return -EINVAL;
         if (c != '%')
             continue;
@@ -449,10 +453,13 @@ static uint64_t ubpf_bstr_printf(char *buf, uint64_t size, const char *fmt,
             } else if (!ubpf_isalnum(p1))
                 ubpf_default_pointer(&o, v, flags, width);
             else {
-                /* pre-formatted in prepare: copied as it is, no width */
+                /* pre-formatted in prepare: copied as it is, no width;
+                 * once the output is full it no longer counts (as the
+                 * live kernel's bstr_printf returns) */
                 const char *s = d->bin + d->str_off[spec];
-                while (*s)
-                    ubpf_put(&o, *s++);
+                if (o.len < o.size)
+                    while (*s)
+                        ubpf_put(&o, *s++);
             }
             while (ubpf_isalnum(fmt[i + 1]))
                 i++;
