@@ -518,6 +518,23 @@ def test_forward_to_logging(pipe, caplog):
     assert caplog.records[-1].levelno == logging.WARNING
 
 
+def test_a_failing_handler_does_not_stop_forwarding(pipe):
+    class Broken(logging.Handler):
+        def emit(self, record):
+            raise RuntimeError("boom")
+    log, broken = logging.getLogger("userbpf.test.broken"), Broken()
+    log.addHandler(broken)
+    log.propagate = False
+    try:
+        with tracepipe.forward_to_logging(log) as fwd:
+            Program(HELLO).run()
+            Program(HELLO).run()
+        assert (fwd.errors, fwd.forwarded) == (2, 0)
+        assert pipe.pending == 0
+    finally:
+        log.removeHandler(broken)
+
+
 def test_format_line_matches_the_kernel_layout():
     assert tracepipe.format_line("bash", 7, 12, 123_456_789_012, "x") == (
         "            bash-7       [012] .....   123.456789: bpf_trace_printk: x\n")

@@ -237,6 +237,7 @@ class TraceForwarder:
                  poll: float = _WAIT_SLICE):
         self.logger, self.level, self.poll = logger, level, poll
         self.forwarded = 0
+        self.errors = 0             # events a handler raised on (the thread goes on)
         self._pipe = TracePipe()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="userbpf-trace", daemon=True)
@@ -245,13 +246,21 @@ class TraceForwarder:
     def _run(self) -> None:
         while not self._stop.is_set():
             if _vm.trace_wait(self.poll):
-                self.forwarded += self._pipe.log_pending(self.logger, self.level)
+                self._forward()
+
+    def _forward(self) -> None:
+        for e in self._pipe.read_events():
+            try:
+                _log(self.logger, self.level, e)
+                self.forwarded += 1
+            except Exception:       # a broken handler must not stop the forwarding
+                self.errors += 1
 
     def stop(self) -> None:
         """Stop forwarding (what is buffered now is forwarded first)."""
         self._stop.set()
         self._thread.join()
-        self.forwarded += self._pipe.log_pending(self.logger, self.level)
+        self._forward()
 
     def __enter__(self) -> "TraceForwarder":
         return self
@@ -274,8 +283,8 @@ def forward_to_logging(logger: Optional[logging.Logger] = None, level: int = log
     >>> class Keep(logging.Handler):
     ...     def emit(self, record):
     ...         seen.append(record.getMessage())
-    >>> log = logging.getLogger("bpf-demo")
-    >>> log.addHandler(Keep())
+    >>> log, keep = logging.getLogger("bpf-demo"), Keep()
+    >>> log.addHandler(keep)
     >>> log.setLevel(logging.INFO)
     >>> prog = userbpf.Program('''
     ...     r1 = 0x0a216968 ll               ; "hi!" and a newline
@@ -291,5 +300,6 @@ def forward_to_logging(logger: Optional[logging.Logger] = None, level: int = log
     4
     >>> seen
     ['hi!']
+    >>> log.removeHandler(keep)
     """
     return TraceForwarder(logger or logging.getLogger("userbpf.trace"), level, poll)
