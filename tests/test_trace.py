@@ -524,6 +524,7 @@ def test_a_failing_handler_does_not_stop_forwarding(pipe):
             raise RuntimeError("boom")
     log, broken = logging.getLogger("userbpf.test.broken"), Broken()
     log.addHandler(broken)
+    log.setLevel(logging.INFO)
     log.propagate = False
     try:
         with tracepipe.forward_to_logging(log) as fwd:
