@@ -422,6 +422,8 @@ static uint64_t ubpf_bstr_printf(char *buf, uint64_t size, const char *fmt,
             i++;
             continue;
         }
+        if (spec >= UBPF_MAX_BPRINTF_VARARGS)
+            break;          /* never with a format prepare accepted (defensive) */
         for (i++;; i++) {
             if (fmt[i] == '-') flags |= UBPF_PF_LEFT;
             else if (fmt[i] == '+') flags |= UBPF_PF_PLUS;
