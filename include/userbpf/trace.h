@@ -15,9 +15,10 @@
  *
  * ubpf_bprintf_prepare and ubpf_bstr_printf follow the same steps, so that
  * the errors (-EINVAL, -ENOSPC when the 512 bytes run out) and the quirks
- * (a width is ignored for the pre-formatted %pB / %pI4 / %pks, which stop
- * counting toward the returned length once the output is full; letters
- * right after a %p form are swallowed) are the kernel's. Memory behind %s
+ * (a width is ignored for the pre-formatted %pB / %pI4 / %pks, which are
+ * skipped whole once the output is full -- the arguments after them then
+ * read from the wrong place, as in the kernel; letters right after a %p
+ * form are swallowed) are the kernel's. Memory behind %s
  * and %pI4 pointers is read through the run's region checks: memory the
  * run may not read reads as the kernel's failed copy does (an empty
  * string, an all-zero address).
@@ -55,13 +56,49 @@ enum {
     UBPF_PF_SMALL = 32
 };
 
-/* What bpf_bprintf_prepare collected: the raw values by conversion and the
- * packed-argument buffer the strings live in. */
+/* The packed-argument buffer, laid out as the kernel's: integers and
+ * pointers 4-byte aligned (4 or 8 bytes, little-endian u32 halves), %c one
+ * byte, strings with their NUL. bstr_printf reads it back in format order;
+ * the slack past the 512 bytes stays zero (reads the kernel would make
+ * there see zeros here). */
+#define UBPF_BIN_SLACK 64
 typedef struct ubpf_bprintf {
-    uint64_t val[UBPF_MAX_BPRINTF_VARARGS];
-    uint16_t str_off[UBPF_MAX_BPRINTF_VARARGS];   /* strings: offset in bin */
-    char bin[UBPF_MAX_BPRINTF_BIN_ARGS + 1];
+    char bin[UBPF_MAX_BPRINTF_BIN_ARGS + UBPF_BIN_SLACK];
 } ubpf_bprintf;
+
+static inline void ubpf_bin_put(ubpf_bprintf *d, uint64_t pos, uint64_t v, int size) {
+    uint32_t lo = (uint32_t)v, hi = (uint32_t)(v >> 32);
+    lo = (uint32_t)vm_le32(lo);
+    hi = (uint32_t)vm_le32(hi);
+    memcpy(d->bin + pos, &lo, 4);
+    if (size == 8)
+        memcpy(d->bin + pos + 4, &hi, 4);
+}
+
+/* get_arg(): align to 4 (8-byte values are read as two u32 halves) */
+static inline uint64_t ubpf_bin_get(const ubpf_bprintf *d, uint64_t *args, int size) {
+    uint32_t lo = 0, hi = 0;
+    uint64_t a = (*args + 3) & ~(uint64_t)3;
+    if (a + (uint64_t)size <= sizeof(d->bin)) {
+        memcpy(&lo, d->bin + a, 4);
+        if (size == 8)
+            memcpy(&hi, d->bin + a + 4, 4);
+    }
+    *args = a + (uint64_t)size;
+    return (uint64_t)vm_le32(lo) | ((uint64_t)vm_le32(hi) << 32);
+}
+
+/* the string at *args, which then moves past its NUL */
+static inline const char *ubpf_bin_str(const ubpf_bprintf *d, uint64_t *args) {
+    const char *s;
+    if (*args >= UBPF_MAX_BPRINTF_BIN_ARGS) {
+        *args += 1;
+        return "";
+    }
+    s = d->bin + *args;
+    *args += strlen(s) + 1;                 /* the slack's zeros end it */
+    return s;
+}
 
 /* A bounded output: writes what fits, counts what the full text needs. */
 typedef struct ubpf_out {
@@ -277,7 +314,7 @@ static int ubpf_bprintf_prepare(const vm_run *run, const char *fmt, uint64_t fmt
     int size, err;
     if (nul == NULL)
         return -EINVAL;
-    d->bin[UBPF_MAX_BPRINTF_BIN_ARGS] = 0;     /* where a %pB past the end points */
+    memset(d->bin, 0, sizeof(d->bin));
     n = (uint64_t)(nul - fmt);
     for (i = 0; i < n; i++) {
         unsigned char c = (unsigned char)fmt[i];
@@ -323,7 +360,6 @@ static int ubpf_bprintf_prepare(const vm_run *run, const char *fmt, uint64_t fmt
                     memcpy(d->bin + pos, sym, k);
                     d->bin[pos + k] = 0;
                 }
-                d->str_off[spec] = (uint16_t)(pos < end ? pos : end);
                 pos += (uint64_t)len + 1;
                 i++;
                 spec++;
@@ -348,7 +384,6 @@ static int ubpf_bprintf_prepare(const vm_run *run, const char *fmt, uint64_t fmt
                 k = (uint64_t)len < room ? (uint64_t)len : room - 1;
                 memcpy(d->bin + pos, text, k);
                 d->bin[pos + k] = 0;
-                d->str_off[spec] = (uint16_t)pos;
                 pos += (uint64_t)len + 1;
                 spec++;
                 continue;
@@ -358,7 +393,7 @@ static int ubpf_bprintf_prepare(const vm_run *run, const char *fmt, uint64_t fmt
         } else if (fmt[i] == 'c') {
             if (pos >= end)
                 return -ENOSPC;
-            d->val[spec] = raw[spec];
+            d->bin[pos] = (char)raw[spec];
             pos++;
             spec++;
             continue;
@@ -376,7 +411,7 @@ number:
         pos = (pos + 3) & ~(uint64_t)3;
         if (pos > end || end - pos < (uint64_t)size)
             return -ENOSPC;
-        d->val[spec] = raw[spec];
+        ubpf_bin_put(d, pos, raw[spec], size);
         pos += (uint64_t)size;
         spec++;
         continue;
@@ -392,7 +427,6 @@ string:
                 d->bin[pos] = 0;                 /* an unreadable string prints as "" */
                 err = 1;
             }
-            d->str_off[spec] = (uint16_t)pos;
             pos += (uint64_t)err;
             spec++;
         }
@@ -407,7 +441,7 @@ string:
 static uint64_t ubpf_bstr_printf(char *buf, uint64_t size, const char *fmt,
                                  const ubpf_bprintf *d) {
     ubpf_out o = {buf, size, 0};
-    uint32_t spec = 0;
+    uint64_t args = 0;                  /* the next argument's offset in d->bin */
     uint64_t i;
     for (i = 0; fmt[i]; i++) {
         int flags = 0, width = -1, base = 10, is_long = 0;
@@ -422,8 +456,6 @@ static uint64_t ubpf_bstr_printf(char *buf, uint64_t size, const char *fmt,
             i++;
             continue;
         }
-        if (spec >= UBPF_MAX_BPRINTF_VARARGS)
-            break;          /* never with a format prepare accepted (defensive) */
         for (i++;; i++) {
             if (fmt[i] == '-') flags |= UBPF_PF_LEFT;
             else if (fmt[i] == '+') flags |= UBPF_PF_PLUS;
@@ -443,41 +475,38 @@ static uint64_t ubpf_bstr_printf(char *buf, uint64_t size, const char *fmt,
         conv = fmt[i];
         if (conv == 'p') {
             char p1 = fmt[i + 1];
-            v = d->val[spec];
             if (p1 == 'x')
-                ubpf_pointer_string(&o, v, flags, width);
+                ubpf_pointer_string(&o, ubpf_bin_get(d, &args, 8), flags, width);
             else if (p1 == 'K')
-                ubpf_restricted_pointer(&o, v, flags, width);
+                ubpf_restricted_pointer(&o, ubpf_bin_get(d, &args, 8), flags, width);
             else if (p1 == 's' || p1 == 'S') {
                 char sym[24];
-                int len = ubpf_symbol(sym, v);
+                int len = ubpf_symbol(sym, ubpf_bin_get(d, &args, 8));
                 ubpf_string(&o, sym, (uint64_t)len, flags, width);
             } else if (!ubpf_isalnum(p1))
-                ubpf_default_pointer(&o, v, flags, width);
-            else {
-                /* pre-formatted in prepare: copied as it is, no width;
-                 * once the output is full it no longer counts (as the
-                 * live kernel's bstr_printf returns) */
-                const char *s = d->bin + d->str_off[spec];
-                if (o.len < o.size)
-                    while (*s)
-                        ubpf_put(&o, *s++);
+                ubpf_default_pointer(&o, ubpf_bin_get(d, &args, 8), flags, width);
+            else if (o.len < o.size) {
+                /* pre-formatted in prepare (%pB, %pI4, %pks...): copied as it
+                 * is, no width. Once the output is full the live kernel
+                 * skips it whole: it adds nothing to the length and the
+                 * next arguments are read from where it starts. */
+                const char *s = ubpf_bin_str(d, &args);
+                while (*s)
+                    ubpf_put(&o, *s++);
             }
             while (ubpf_isalnum(fmt[i + 1]))
                 i++;
-            spec++;
             continue;
         }
         if (conv == 's') {
-            const char *s = d->bin + d->str_off[spec];
+            const char *s = ubpf_bin_str(d, &args);
             ubpf_string(&o, s, strlen(s), flags, width);
-            spec++;
             continue;
         }
         if (conv == 'c') {
-            char c = (char)d->val[spec];
+            char c = args < sizeof(d->bin) ? d->bin[args] : 0;
+            args++;
             ubpf_string(&o, &c, 1, flags, width);
-            spec++;
             continue;
         }
         if (conv == 'l') {
@@ -487,22 +516,17 @@ static uint64_t ubpf_bstr_printf(char *buf, uint64_t size, const char *fmt,
                 i++;
             conv = fmt[i];
         }
-        v = d->val[spec];
+        v = ubpf_bin_get(d, &args, is_long ? 8 : 4);
         if (conv == 'd' || conv == 'i') {
             flags |= UBPF_PF_SIGN;
             if (!is_long)
                 v = (uint64_t)(int64_t)(int32_t)v;
-        } else {
-            if (!is_long)
-                v = (uint32_t)v;
-            if (conv == 'x') {
-                base = 16;
-                flags |= UBPF_PF_SMALL;
-            } else if (conv == 'X')
-                base = 16;
-        }
+        } else if (conv == 'x') {
+            base = 16;
+            flags |= UBPF_PF_SMALL;
+        } else if (conv == 'X')
+            base = 16;
         ubpf_number(&o, v, base, flags, width);
-        spec++;
     }
     if (size > 0)
         buf[o.len < size ? o.len : size - 1] = 0;
