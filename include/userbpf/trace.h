@@ -3,28 +3,37 @@
  *
  * The kernel formats in two steps (kernel/bpf/helpers.c, lib/vsprintf.c):
  *
- *   bpf_bprintf_prepare  checks the format (no control characters; only
- *                        %d %i %u %x %X with l/ll,
- *                        %c, %s, %p and %pK %px %ps %pS %pB %pI4 %pi4 %pI6
- *                        %pi6 %pks %pus; flags "0+- ", a width; no precision,
- *                        no '#', no h/hh/z, no %o) and packs the arguments
- *                        into a 512-byte buffer: integers 4-byte aligned,
- *                        strings (%s, %pks, %pus) copied with their NUL,
- *                        %pB and the IP forms formatted there as strings.
+ *   bpf_bprintf_prepare  checks the format -- no control characters (bytes
+ *                        >= 0x80 pass); only %d %i %u %x %X with l / ll,
+ *                        %c, %s, %p, %pK %px %ps %pS %pB %pI4 %pi4 %pI6
+ *                        %pi6 %pks %pus; flags "0+- " and a width; no
+ *                        precision, '#', h / hh / z or %o -- and packs the
+ *                        arguments into a 512-byte buffer: integers and
+ *                        pointers 4-byte aligned, %c one byte, strings
+ *                        (%s %pks %pus) copied with their NUL, %pB and the
+ *                        IP forms formatted there as text.
  *   bstr_printf          renders the format from that buffer.
  *
- * ubpf_bprintf_prepare and ubpf_bstr_printf follow the same steps, so that
- * the errors (-EINVAL, -ENOSPC when the 512 bytes run out) and the quirks
- * (a width is ignored for the pre-formatted %pB / %pI4 / %pks, which are
- * skipped whole once the output is full -- the arguments after them then
- * read from the wrong place, as in the kernel; letters right after a %p
- * form are swallowed) are the kernel's. Memory behind %s
- * and %pI4 pointers is read through the run's region checks: memory the
- * run may not read reads as the kernel's failed copy does (an empty
- * string, an all-zero address).
+ * ubpf_bprintf_prepare and ubpf_bstr_printf take the same steps, so that the
+ * errors (-EINVAL; -ENOSPC when the 512 bytes run out) and the quirks are
+ * the kernel's: a width is ignored for the pre-formatted %pB / %pI4 /
+ * %pks; once the output is full a pre-formatted string is skipped whole,
+ * so the arguments after it are read from where it starts; letters right
+ * after a %p form are swallowed ("%pI6c" prints the long form).
  *
- * Plain %p (and %pK with kptr_restrict 0) prints a hash, as the kernel
- * does, with a per-process key instead of the kernel's boot key.
+ * Where userbpf differs (each checked against Linux 6.18):
+ *  - memory behind %s / %pks / %pus / %pI4 pointers is the run's memory,
+ *    read through its region checks; unreadable memory reads as the
+ *    kernel's failed copy (an empty string, an all-zero address). %pus
+ *    reads the run's memory too (there is no separate user space here);
+ *  - %ps / %pS / %pB print "0x<hex>" (no kallsyms: as the kernel for an
+ *    address that is no symbol);
+ *  - plain %p (and %pK with kptr_restrict 0) prints a 32-bit hash as the
+ *    kernel does, with a per-process key instead of the boot key;
+ *  - bytes of the packed buffer nobody wrote (alignment padding) are zero;
+ *    the kernel's hold whatever an earlier call left there;
+ *  - after a %pB / IP text cut at the end of the 512 bytes, further
+ *    arguments give -ENOSPC; the kernel writes and reads past its buffer.
  */
 #ifndef USERBPF_TRACE_H
 #define USERBPF_TRACE_H
