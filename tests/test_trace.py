@@ -612,6 +612,13 @@ def test_snprintf_limits_against_the_kernel(host):
     for fmt, args, size in cases:
         assert kernel_snprintf(host, fmt, args, long, size) == snprintf(fmt, args, long, size), \
             (fmt, args[0].off if isinstance(args[0], S) else args[0], size)
+    # the last bytes of the buffer: %c takes one byte, integers align to 4
+    for off in range(88, 96):
+        for fmt, more in [(b"%s%c%c%c%c\0", [65, 66, 67, 68]), (b"%s%c%d\0", [65, 7]),
+                          (b"%s%c%ld\0", [65, 7]), (b"%s%c%pI4\0", [65, S(0)])]:
+            args = [S(off)] + more
+            assert kernel_snprintf(host, fmt, args, long, 1024) == \
+                snprintf(fmt, args, long, 1024), (fmt, off)
     for dl in (12, 13 * 8):
         assert kernel_snprintf(host, b"x\0", [0] * 13, b"", 8, dl)[0] == -EINVAL
         assert snprintf(b"x\0", [0] * 13, b"", 8, dl)[0] == -EINVAL
