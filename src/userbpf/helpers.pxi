@@ -11,7 +11,7 @@
 # the kernel itself reports the fault (probe_read*: -EFAULT or -ERANGE, destination
 # zeroed).
 
-from libc.errno cimport E2BIG, EFAULT, ENOSPC, ERANGE
+from libc.errno cimport E2BIG, EFAULT, ERANGE
 from libc.string cimport memchr, memmove, strlen
 
 cdef extern from *:
@@ -474,7 +474,7 @@ cdef extern from "userbpf/trace.h" nogil:
         UBPF_MAX_BPRINTF_VARARGS
         UBPF_MAX_BPRINTF_BUF
     ctypedef struct ubpf_bprintf:
-        uint64_t val[12]
+        char bin[1]             # the packed arguments (trace.h has the real size)
     ctypedef struct ubpf_trace_rec:
         ubpf_trace_rec *next
         uint64_t ts_ns
