@@ -20,11 +20,12 @@ from .map import Map
 from .abi import bpf_attr
 from .ringbuf import RingBuffer
 from .perfbuf import PerfBuffer
+from .tracepipe import TracePipe
 
 __all__ = [
     "AsmError", "BudgetExceeded", "c_helper", "CallDepthError", "EncodingError", "HelperError",
     "Insn", "MemoryAccessError", "Program", "ProgramError", "UserBPFError", "VMError",
     "decode", "encode", "isa", "Kernel", "bpf", "Map", "bpf_attr", "Cmd", "MapType", "ProgType", "AttachType",
-    "load_program", "LoadedProgram", "RingBuffer", "PerfBuffer",
+    "load_program", "LoadedProgram", "RingBuffer", "PerfBuffer", "TracePipe",
 ]
 __version__ = "0.1.0"

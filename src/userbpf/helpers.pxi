@@ -1,7 +1,9 @@
 # Included by _vm.pyx: the kernel's general helpers, in C (nogil).
 #
 # Clocks, the current task's ids, string parsing and comparison, the
-# checksum difference, bpf_loop and the probe_read family, with the ids and
+# checksum difference, bpf_loop, the probe_read family, the printf family
+# (bpf_trace_printk, bpf_trace_vprintk, bpf_snprintf, with the trace buffer
+# userbpf.TracePipe reads) and bpf_spin_lock / bpf_spin_unlock, with the ids and
 # results of the kernel's kernel/bpf/helpers.c, net/core/filter.c and
 # kernel/trace/bpf_trace.c. Pointer arguments a verifier would have proved
 # are checked at run time with vm_access_ok: a bad one ends the run with
@@ -10,7 +12,7 @@
 # zeroed).
 
 from libc.errno cimport E2BIG, EFAULT, ERANGE
-from libc.string cimport memmove
+from libc.string cimport memchr, memmove, strlen
 
 cdef extern from *:
     """
@@ -463,16 +465,357 @@ cdef uint64_t _helper_probe_read_kernel_str(uint64_t r1, uint64_t r2, uint64_t r
     return _probe_read_str(r1, r2, r3, run, PROBE_KERNEL)
 
 
+# ---- the printf family: bpf_trace_printk, bpf_trace_vprintk, bpf_snprintf --------------
+# The format rules, rendering and trace buffer are C in include/userbpf/trace.h.
+
+cdef extern from "userbpf/trace.h" nogil:
+    enum:
+        UBPF_MAX_TRACE_PRINTK_VARARGS
+        UBPF_MAX_BPRINTF_VARARGS
+        UBPF_MAX_BPRINTF_BUF
+    ctypedef struct ubpf_bprintf:
+        char bin[1]             # the packed arguments (trace.h has the real size)
+    ctypedef struct ubpf_trace_rec:
+        ubpf_trace_rec *next
+        uint64_t ts_ns
+        uint32_t pid
+        uint32_t cpu
+        char comm[16]
+        uint32_t len
+        char msg[1]
+    int ubpf_bprintf_prepare(const vm_run *run, const char *fmt, uint64_t fmt_size,
+                             const uint64_t *raw, uint32_t num_args, ubpf_bprintf *d)
+    uint64_t ubpf_bstr_printf(char *buf, uint64_t size, const char *fmt, const ubpf_bprintf *d)
+    int ubpf_trace_append(const char *msg, uint32_t len, uint32_t pid, uint32_t cpu,
+                          const char *comm)
+    ubpf_trace_rec *ubpf_trace_take(uint64_t max)
+    int ubpf_trace_wait(int64_t timeout_ns)
+    void ubpf_trace_stats(uint64_t *out)
+    void ubpf_trace_set_capacity(uint64_t capacity)
+    void ubpf_trace_reset_dropped()
+    int ubpf_kptr_restrict
+
+
+cdef enum:
+    FMT_STACK_COPY = 256        # formats up to this long are copied to the C stack
+
+
+cdef inline char *_fmt_copy(const char *fmt, uint64_t n, char *small) noexcept nogil:
+    """A private copy of the format's n bytes and a NUL: the program's memory
+    may change between checking the format and rendering it (another thread
+    writing a map value), the copy cannot."""
+    cdef char *c = small if n < FMT_STACK_COPY else <char *>malloc(n + 1)
+    if c != NULL:
+        memcpy(c, fmt, n)
+        c[n] = 0
+    return c
+
+
+cdef uint64_t _trace_emit(vm_run *run, const char *fmt, uint64_t fmt_size,
+                          const uint64_t *args, uint32_t nargs) noexcept nogil:
+    """bpf_bprintf_prepare, bstr_printf into the 1024-byte buffer, one trace
+    line (up to the first NUL); returns the length the whole text needs."""
+    cdef ubpf_bprintf d
+    cdef char small[FMT_STACK_COPY]
+    cdef char out[UBPF_MAX_BPRINTF_BUF]
+    cdef char comm[TASK_COMM_LEN]
+    cdef const char *nul = <const char *>memchr(fmt, 0, fmt_size)
+    cdef char *f
+    cdef int err
+    cdef uint64_t ret
+    if nul == NULL:
+        return _neg(EINVAL)
+    f = _fmt_copy(fmt, <uint64_t>(nul - fmt), small)
+    if f == NULL:
+        return _neg(ENOMEM)
+    err = ubpf_bprintf_prepare(run, f, <uint64_t>(nul - fmt) + 1, args, nargs, &d)
+    if err == 0:
+        ret = ubpf_bstr_printf(out, UBPF_MAX_BPRINTF_BUF, f, &d)
+        ubpf_comm(comm)
+        ubpf_trace_append(out, <uint32_t>strlen(out), <uint32_t>ubpf_tid(), run.cpu, comm)
+    if f != small:
+        free(f)
+    return ret if err == 0 else <uint64_t><int64_t>err
+
+
+cdef uint64_t _helper_trace_printk(uint64_t r1, uint64_t r2, uint64_t r3, uint64_t r4,
+                                   uint64_t r5, vm_run *run, void *data) noexcept nogil:
+    """long bpf_trace_printk(const char *fmt, u32 fmt_size, ...): up to 3
+    arguments; a line in the trace buffer; returns the bytes the message
+    needs (without the NUL; the line itself stops at 1023)."""
+    cdef uint64_t args[3]
+    cdef uint32_t size = <uint32_t>r2
+    args[0] = r3
+    args[1] = r4
+    args[2] = r5
+    if size and not vm_access_ok(run, r1, size, 0):
+        return _bad_pointer(run, r1, size, 0)
+    return _trace_emit(run, <const char *>r1, size, args, UBPF_MAX_TRACE_PRINTK_VARARGS)
+
+
+cdef inline bint _bad_data_len(uint64_t args, uint32_t data_len) noexcept nogil:
+    # a whole number of u64s, at most MAX_BPRINTF_VARARGS, and a pointer if any
+    return (data_len & 7) != 0 or data_len > UBPF_MAX_BPRINTF_VARARGS * 8 or (
+        data_len != 0 and args == 0)
+
+
+cdef uint64_t _helper_trace_vprintk(uint64_t r1, uint64_t r2, uint64_t r3, uint64_t r4,
+                                    uint64_t r5, vm_run *run, void *data) noexcept nogil:
+    """long bpf_trace_vprintk(const char *fmt, u32 fmt_size, const void *data,
+    u32 data_len): bpf_trace_printk with up to 12 u64 arguments in data;
+    data_len not a multiple of 8, over 96, or without data: -EINVAL."""
+    cdef uint32_t size = <uint32_t>r2, data_len = <uint32_t>r4
+    cdef uint64_t args[12]
+    if _bad_data_len(r3, data_len):
+        return _neg(EINVAL)
+    if size and not vm_access_ok(run, r1, size, 0):
+        return _bad_pointer(run, r1, size, 0)
+    if data_len and not vm_access_ok(run, r3, data_len, 0):
+        return _bad_pointer(run, r3, data_len, 0)
+    memcpy(args, <const void *>r3, data_len)
+    return _trace_emit(run, <const char *>r1, size, args, data_len // 8)
+
+
+cdef uint64_t _helper_snprintf(uint64_t r1, uint64_t r2, uint64_t r3, uint64_t r4,
+                               uint64_t r5, vm_run *run, void *data) noexcept nogil:
+    """long bpf_snprintf(char *str, u32 str_size, const char *fmt, u64 *data,
+    u32 data_len): the formatted text into str, truncated to str_size - 1
+    bytes and NUL-terminated; returns the size the whole text needs,
+    NUL included. The format has no size: the verifier proved it a
+    NUL-terminated constant; here it is read up to its NUL."""
+    cdef uint32_t size = <uint32_t>r2, data_len = <uint32_t>r5
+    cdef uint64_t args[12]
+    cdef uint64_t n = 0, ret
+    cdef ubpf_bprintf d
+    cdef char small[FMT_STACK_COPY]
+    cdef char *f
+    cdef int err
+    if _bad_data_len(r4, data_len):
+        return _neg(EINVAL)
+    if size and not vm_access_ok(run, r1, size, 1):
+        return _bad_pointer(run, r1, size, 1)
+    if data_len and not vm_access_ok(run, r4, data_len, 0):
+        return _bad_pointer(run, r4, data_len, 0)
+    while True:
+        if not vm_access_ok(run, r3 + n, 1, 0):
+            return _bad_pointer(run, r3 + n, 1, 0)
+        if (<const char *>r3)[n] == 0:
+            break
+        n += 1
+    memcpy(args, <const void *>r4, data_len)
+    f = _fmt_copy(<const char *>r3, n, small)
+    if f == NULL:
+        return _neg(ENOMEM)
+    err = ubpf_bprintf_prepare(run, f, n + 1, args, data_len // 8, &d)
+    if err == 0:
+        ret = ubpf_bstr_printf(<char *>r1, size, f, &d) + 1
+    if f != small:
+        free(f)
+    return ret if err == 0 else <uint64_t><int64_t>err
+
+
+# -- the trace buffer, for userbpf.tracepipe ------------------------------------------
+
+def trace_take(size_t max_events=1 << 62):
+    """Remove up to ``max_events`` trace lines from the buffer, oldest first:
+    a list of ``(timestamp_ns, pid, cpu, comm, msg)`` (comm and msg bytes)."""
+    cdef ubpf_trace_rec *r = ubpf_trace_take(max_events)
+    cdef ubpf_trace_rec *nxt
+    out = []
+    try:
+        while r != NULL:
+            out.append((r.ts_ns, r.pid, r.cpu, (<bytes>r.comm[:TASK_COMM_LEN]).split(b"\0", 1)[0],
+                        r.msg[:r.len]))
+            nxt = r.next
+            free(r)
+            r = nxt
+    finally:
+        while r != NULL:                # only after an exception above
+            nxt = r.next
+            free(r)
+            r = nxt
+    return out
+
+
+def trace_wait(double timeout=-1.0):
+    """Wait (the GIL released) until a trace line is buffered, at most
+    ``timeout`` seconds (negative: no limit). True if one is there."""
+    cdef int64_t ns = -1 if timeout < 0 else <int64_t>(timeout * 1e9)
+    cdef int ready
+    with nogil:
+        ready = ubpf_trace_wait(ns)
+    return bool(ready)
+
+
+def trace_stats():
+    """The trace buffer now: lines held, lines dropped (buffer full), bytes
+    held, capacity in bytes, lines ever written."""
+    cdef uint64_t s[5]
+    ubpf_trace_stats(s)
+    return {"pending": s[0], "dropped": s[1], "bytes": s[2], "capacity": s[3],
+            "written": s[4]}
+
+
+def trace_set_capacity(uint64_t capacity):
+    """Bound the trace buffer to ``capacity`` bytes (lines held count their
+    text and a small header); lines that do not fit are dropped."""
+    ubpf_trace_set_capacity(capacity)
+
+
+def trace_reset_dropped():
+    """Set the dropped-lines counter back to 0."""
+    ubpf_trace_reset_dropped()
+
+
+def set_kptr_restrict(int value):
+    """What %pK prints, as /proc/sys/kernel/kptr_restrict: 0 a hashed
+    pointer (as %p), 1 the address for a root user (else zeros), 2 zeros."""
+    global ubpf_kptr_restrict
+    ubpf_kptr_restrict = value
+
+
+def get_kptr_restrict():
+    return ubpf_kptr_restrict
+
+
+# ---- bpf_spin_lock (93) / bpf_spin_unlock (94) ---------------------------------------
+
+cdef extern from *:
+    """
+    #include <sched.h>
+    /* the lock this thread holds (the verifier allows one at a time) */
+    static __thread uint64_t ubpf_lock_held;
+    /* how long a waiter spins before it reports a lock nobody releases */
+    static uint64_t ubpf_spin_timeout_ns = 5000000000ull;
+
+    /* A test-and-test-and-set lock on the 4-byte word: 0 free, 1 held (the
+     * qspinlock's locked value). Simulated CPUs are threads that a host may
+     * preempt, so waiters yield instead of spinning hard. -1 on timeout. */
+    static int ubpf_spin_acquire(uint32_t *w) {
+        uint64_t spins = 0, start = 0, now;
+        for (;;) {
+            uint32_t expected = 0;
+            if (__atomic_load_n(w, __ATOMIC_RELAXED) == 0 &&
+                __atomic_compare_exchange_n(w, &expected, 1, 0, __ATOMIC_ACQUIRE,
+                                            __ATOMIC_RELAXED))
+                return 0;
+            if (++spins < 64)
+                continue;
+            sched_yield();
+            if ((spins & 63) == 0) {
+                now = vm_clock_ns(CLOCK_MONOTONIC);
+                if (start == 0)
+                    start = now;
+                else if (now - start > __atomic_load_n(&ubpf_spin_timeout_ns, __ATOMIC_RELAXED))
+                    return -1;
+            }
+        }
+    }
+    static inline void ubpf_spin_release(uint32_t *w) { __atomic_store_n(w, 0, __ATOMIC_RELEASE); }
+    static inline uint64_t ubpf_lock_get_held(void) { return ubpf_lock_held; }
+    static inline void ubpf_lock_set_held(uint64_t a) { ubpf_lock_held = a; }
+    """
+    uint64_t ubpf_lock_get_held() noexcept nogil
+    void ubpf_lock_set_held(uint64_t a) noexcept nogil
+    uint64_t ubpf_spin_timeout_ns
+    int ubpf_spin_acquire(uint32_t *w) noexcept nogil
+    void ubpf_spin_release(uint32_t *w) noexcept nogil
+
+
+cdef enum:
+    LOCK_NESTED = 0
+    LOCK_TIMEOUT = 1
+    LOCK_NOT_HELD = 2
+
+
+cdef uint64_t _lock_misuse(vm_run *run, int why, uint64_t addr, uint64_t held) noexcept with gil:
+    """End the run with a RuntimeError (a HelperError for the caller): lock
+    misuse the verifier would have refused, or a lock never released."""
+    if why == LOCK_NESTED:
+        what = (f"bpf_spin_lock({addr:#x}) while this thread holds the lock at {held:#x} "
+                "(nested locks, or a run that exited holding it); that lock is released")
+    elif why == LOCK_TIMEOUT:
+        what = (f"bpf_spin_lock({addr:#x}): not released within "
+                f"{ubpf_spin_timeout_ns / 1e9:g} s (a run exited holding it?)")
+    else:
+        what = f"bpf_spin_unlock({addr:#x}) of a lock this thread does not hold"
+    if run.py_exc == NULL:
+        e = RuntimeError(what)
+        Py_INCREF(e)
+        run.py_exc = <void *>e
+    run.status = VM_STATUS_ERR_PYTHON
+    return 0
+
+
+cdef inline bint _lock_word_bad(vm_run *run, uint64_t addr) noexcept nogil:
+    """The lock word must be 4 writable bytes (map value memory in the
+    kernel) at a 4-aligned address; else the run ends."""
+    if not vm_access_ok(run, addr, 4, 1):
+        _bad_pointer(run, addr, 4, 1)
+        return True
+    if addr & 3:
+        run.status = VM_STATUS_ERR_ALIGN
+        run.err_addr = addr
+        run.err_size = 4
+        run.err_write = 1
+        return True
+    return False
+
+
+cdef uint64_t _helper_spin_lock(uint64_t r1, uint64_t r2, uint64_t r3, uint64_t r4,
+                                uint64_t r5, vm_run *run, void *data) noexcept nogil:
+    """long bpf_spin_lock(struct bpf_spin_lock *lock): 0 once this thread
+    holds the lock. Taking a second lock (the verifier refuses nesting) or
+    a lock an earlier run on this thread left held ends the run, releasing
+    that lock; so does a wait longer than the spin-lock timeout."""
+    cdef uint64_t held = ubpf_lock_get_held()
+    if _lock_word_bad(run, r1):
+        return 0
+    if held:
+        ubpf_lock_set_held(0)
+        ubpf_spin_release(<uint32_t *>held)
+        return _lock_misuse(run, LOCK_NESTED, r1, held)
+    if ubpf_spin_acquire(<uint32_t *>r1) < 0:
+        return _lock_misuse(run, LOCK_TIMEOUT, r1, 0)
+    ubpf_lock_set_held(r1)
+    return 0
+
+
+cdef uint64_t _helper_spin_unlock(uint64_t r1, uint64_t r2, uint64_t r3, uint64_t r4,
+                                  uint64_t r5, vm_run *run, void *data) noexcept nogil:
+    """long bpf_spin_unlock(struct bpf_spin_lock *lock): releases the lock
+    this thread holds; 0. Unlocking any other lock ends the run."""
+    if _lock_word_bad(run, r1):
+        return 0
+    if ubpf_lock_get_held() != r1:
+        return _lock_misuse(run, LOCK_NOT_HELD, r1, 0)
+    ubpf_lock_set_held(0)
+    ubpf_spin_release(<uint32_t *>r1)
+    return 0
+
+
+def set_spin_lock_timeout(double seconds):
+    """How long bpf_spin_lock waits before it ends the run (a lock nobody
+    releases: the kernel would hang); returns the previous value."""
+    global ubpf_spin_timeout_ns
+    old = ubpf_spin_timeout_ns / 1e9
+    ubpf_spin_timeout_ns = <uint64_t>(seconds * 1e9)
+    return old
+
+
 # The helpers above by kernel id (enum bpf_func_id); _vm.pyx merges them
 # into C_HELPERS.
 GENERAL_HELPERS = {
     4: _capsule(_helper_probe_read),
+    6: _capsule(_helper_trace_printk),
     14: _capsule(_helper_get_current_pid_tgid),
     15: _capsule(_helper_get_current_uid_gid),
     16: _capsule(_helper_get_current_comm),
     28: _capsule(_helper_csum_diff),
     42: _capsule(_helper_get_numa_node_id),
     45: _capsule(_helper_probe_read_str),
+    93: _capsule(_helper_spin_lock),
+    94: _capsule(_helper_spin_unlock),
     105: _capsule(_helper_strtol),
     106: _capsule(_helper_strtoul),
     112: _capsule(_helper_probe_read_user),
@@ -482,6 +825,8 @@ GENERAL_HELPERS = {
     118: _capsule(_helper_jiffies64),
     125: _capsule(_helper_ktime_get_boot_ns),
     160: _capsule(_helper_ktime_get_coarse_ns),
+    165: _capsule(_helper_snprintf),
+    177: _capsule(_helper_trace_vprintk),
     181: _capsule(_helper_loop),
     182: _capsule(_helper_strncmp),
 }
