@@ -1,7 +1,8 @@
 """Seeded random packet-parsing programs: userbpf's BPF_PROG_TEST_RUN against
-the live kernel's, as XDP, SOCKET_FILTER and SCHED_CLS programs on random
-Ethernet / IPv4 / IPv6 / ARP / VLAN / 802.3 frames from 14 bytes to the
-largest each type takes (XDP past its linear size, so with fragments).
+the live kernel's, as XDP, SOCKET_FILTER and SCHED_CLS programs (and, fewer,
+SCHED_ACT, CGROUP_SKB, LWT_IN and LWT_XMIT ones) on random Ethernet / IPv4 /
+IPv6 / ARP / VLAN / 802.3 frames from 14 bytes to the largest each type takes
+(XDP past its linear size, so with fragments), with random ctx_in.
 
 A program is a preamble (r6 = ctx, r7 = data, r8 = data_end, r9 = an
 accumulator) and a random sequence of blocks, each ending where it started
@@ -20,7 +21,7 @@ The program returns r9. Each run compares the outcome — errno, or retval,
 data_out and ctx_out — on the same packet, ctx_in and repeat count. The kernel
 must accept every generated program (a rejection fails the test: the
 generator is wrong). The bounded version runs in CI; ``slow`` runs more
-(3000 programs, about 100 s).
+(7000 programs, one to two minutes).
 
 Left out, because userbpf differs there (strict xfails in
 test_test_run_kernel.py say so): stores to queue_mapping, tc_index and
@@ -40,7 +41,7 @@ import pytest
 from userbpf import contexts, isa
 from userbpf.isa import AluOp, JmpOp
 from userbpf.kernel import Kernel
-from userbpf.uapi import Cmd, ProgType
+from userbpf.uapi import AttachType, Cmd, ProgType
 
 pytestmark = pytest.mark.kernel
 
@@ -50,17 +51,23 @@ SKF_NET_OFF = -0x100000
 
 XDP, SKF, TC = ProgType.XDP, ProgType.SOCKET_FILTER, ProgType.SCHED_CLS
 TYPES = (XDP, SKF, TC)
+# the other skb types, with the expected_attach_type they load with
+OTHER_SKB = {ProgType.SCHED_ACT: 0, ProgType.CGROUP_SKB: AttachType.CGROUP_INET_INGRESS,
+             ProgType.LWT_IN: 0, ProgType.LWT_XMIT: 0}
+EAT = {XDP: 0, SKF: 0, TC: 0, **OTHER_SKB}
+L2_TYPES = {TC, ProgType.SCHED_ACT}          # their data starts at the MAC header
+LD_ABS_TYPES = {SKF, TC, ProgType.SCHED_ACT}  # may_access_skb
 # the largest data_size_in each type takes: skb 4096 - NET_SKB_PAD - shinfo;
 # XDP goes past its 3520 linear bytes into fragments
-MAX_SIZE = {SKF: 3712, TC: 3712, XDP: 9000}
+MAX_SIZE = {XDP: 9000, **{t: 3712 for t in EAT if t != XDP}}
 SKB_CTX_SIZE = contexts.ctx_struct(TC).size
 XDP_CTX_SIZE = contexts.ctx_struct(XDP).size
 
 # fields that hold pointers (their loads are not values to mix into r9)
 POINTER_FIELDS = {"data", "data_end", "data_meta", "sk", "flow_keys"}
-# ctx fields a program may write, per type (the kernel's is_valid_access)
-WRITABLE = {SKF: ["cb"], TC: ["cb", "mark", "priority", "tc_index", "queue_mapping",
-                              "tc_classid", "tstamp"], XDP: []}
+# __sk_buff fields some types may write (contexts decides which, per type)
+WRITE_CANDIDATES = ("cb", "mark", "priority", "tc_index", "queue_mapping", "tc_classid",
+                    "tstamp")
 
 
 def _fields(prog_type):
@@ -79,27 +86,29 @@ def readable(prog_type) -> List[tuple]:
         for s in (1, 2, 4, 8):
             if s > size:
                 continue
-            try:
-                contexts.check_ctx_access(prog_type, 0, off, s, False)
-            except contexts.CtxAccessError:
-                continue
-            cells.append((off, s))
+            if allowed(prog_type, off, s, False):
+                cells.append((off, s))
     return cells
+
+
+def allowed(prog_type, off: int, size: int, write: bool) -> bool:
+    try:
+        contexts.check_ctx_access(prog_type, EAT[prog_type], off, size, write)
+    except contexts.CtxAccessError:
+        return False
+    return True
 
 
 def writable(prog_type) -> List[tuple]:
-    cells = []
-    for name, (off, size) in _fields(prog_type).items():
-        if name.split("[")[0] in WRITABLE[prog_type]:
-            cells.append((off, size))
-    return cells
+    return [(off, size) for name, (off, size) in _fields(prog_type).items()
+            if name.split("[")[0] in WRITE_CANDIDATES and allowed(prog_type, off, size, True)]
 
 
-READABLE = {t: readable(t) for t in TYPES}
+READABLE = {t: readable(t) for t in EAT}
 # __sk_buff fields the kernel stores in 16 bits (skb->queue_mapping,
 # skb->tc_index, qdisc_skb_cb(skb)->tc_classid); userbpf keeps 32
 U16_FIELD_OFFS = {_fields(TC)[n][0] for n in ("queue_mapping", "tc_index", "tc_classid")}
-WRITABLE_CELLS = {t: writable(t) for t in TYPES}
+WRITABLE_CELLS = {t: writable(t) for t in EAT}
 
 
 # -- program blocks --------------------------------------------------------------
@@ -154,7 +163,7 @@ def blk_pkt_write(rng, prog_type):
     return guarded(rng, prog_type, off, size, body)
 
 
-META_FIELD = {XDP: 8, TC: 140}     # xdp_md.data_meta, __sk_buff.data_meta
+META_FIELD = {XDP: 8, TC: 140, ProgType.SCHED_ACT: 140}   # xdp_md / __sk_buff data_meta
 
 
 def blk_meta_load(rng, prog_type):
@@ -173,7 +182,7 @@ def blk_ld_abs(rng, prog_type):
     size = rng.choice([1, 2, 4])
     if rng.random() < 0.5:
         off = rng.choice([rng.randrange(0, 64), rng.randrange(0, 4000)])
-        if rng.random() < 0.2 and prog_type != TC:
+        if rng.random() < 0.2 and prog_type not in L2_TYPES:
             off += SKF_NET_OFF          # not in tc: see the module docstring
         return [isa.BPF_LD_ABS(SIZES[size], off)] + mix(rng, 0)
     return [isa.BPF_MOV64_IMM(2, rng.randrange(0, 60)),
@@ -210,15 +219,27 @@ def blk_alu(rng, prog_type):
     return [alu(op, R_ACC, imm)]
 
 
-BLOCKS = {
-    XDP: [(blk_pkt_load, 5), (blk_pkt_write, 2), (blk_meta_load, 1), (blk_ctx_read, 2),
-          (blk_alu, 2)],
-    TC: [(blk_pkt_load, 5), (blk_pkt_write, 2), (blk_ld_abs, 1), (blk_ctx_read, 3),
-         (blk_ctx_write, 2), (blk_alu, 2), (blk_meta_load, 0.3)],
-    SKF: [(blk_ld_abs, 4), (blk_ctx_read, 3), (blk_ctx_write, 2), (blk_alu, 2)],
-}
+def blocks_for(prog_type) -> list:
+    """(block, weight) the type allows: direct packet reads/writes, LD_ABS, ctx writes."""
+    out = [(blk_ctx_read, 3), (blk_alu, 2)]
+    if contexts.may_access_direct_pkt_data(prog_type):
+        out.append((blk_pkt_load, 5))
+    if contexts.may_access_direct_pkt_data(prog_type, write=True):
+        out.append((blk_pkt_write, 2))
+    if prog_type in LD_ABS_TYPES:
+        out.append((blk_ld_abs, 1 if prog_type != SKF else 4))
+    if WRITABLE_CELLS[prog_type]:
+        out.append((blk_ctx_write, 2))
+    if prog_type in META_FIELD:
+        out.append((blk_meta_load, 1 if prog_type == XDP else 0.3))
+    return out
 
-DATA_FIELDS = {XDP: (0, 4), TC: (76, 80)}
+
+BLOCKS = {t: blocks_for(t) for t in EAT}
+DATA_FIELDS = {t: (0, 4) if t == XDP else (76, 80) for t in EAT
+               if contexts.may_access_direct_pkt_data(t)}
+# cgroup skb programs must return 0 or 1
+RETURN_MASK = {ProgType.CGROUP_SKB: 1}
 
 
 def random_blocks(rng: random.Random, prog_type) -> List[List[isa.Insn]]:
@@ -235,6 +256,8 @@ def random_blocks(rng: random.Random, prog_type) -> List[List[isa.Insn]]:
     code = [isa.BPF_MOV64_REG(0, R_ACC)]
     if rng.random() < 0.3:
         code.append(isa.BPF_ALU64_IMM(AluOp.AND, 0, rng.choice([3, 0xff, 0xffff])))
+    if prog_type in RETURN_MASK:
+        code.append(isa.BPF_ALU64_IMM(AluOp.AND, 0, RETURN_MASK[prog_type]))
     out.append(code + [isa.BPF_EXIT_INSN()])
     return out
 
@@ -357,15 +380,17 @@ def check_seed(host, seed: int, prog_type, packets: int = 6) -> None:
     """One random program of ``prog_type`` on ``packets`` random packets."""
     rng = random.Random(seed * 7919 + int(prog_type))
     code = random_program(rng, prog_type)
+    eat = EAT[prog_type]
     k = Kernel()
-    mine = k.bpf(Cmd.PROG_LOAD, prog_type=prog_type, insns=code, license="GPL")
-    with host.prog_load(code, prog_type) as hp:
+    mine = k.bpf(Cmd.PROG_LOAD, prog_type=prog_type, expected_attach_type=eat, insns=code,
+                 license="GPL")
+    with host.prog_load(code, prog_type, expected_attach_type=eat) as hp:
         for i in range(packets):
             pkt = random_packet(rng, MAX_SIZE[prog_type])
             if prog_type == XDP:
                 ctx = random_xdp_ctx(rng, len(pkt))
             else:
-                ctx = random_skb_ctx(rng, len(pkt) - (0 if prog_type == TC else 14))
+                ctx = random_skb_ctx(rng, len(pkt) - (0 if prog_type in L2_TYPES else 14))
             repeat = rng.choice([1, 1, 1, 2, 5])
             theirs = outcome_kernel(hp, pkt, ctx, repeat)
             ours = outcome_mine(k, mine, pkt, ctx, repeat)
@@ -382,8 +407,14 @@ def test_random_programs_like_the_kernel(host, seed, prog_type):
     check_seed(host, seed, prog_type)
 
 
+@pytest.mark.parametrize("prog_type", OTHER_SKB, ids=lambda t: ProgType(t).name)
+@pytest.mark.parametrize("seed", range(10))
+def test_random_programs_other_skb_types_like_the_kernel(host, seed, prog_type):
+    check_seed(host, seed, prog_type)
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("prog_type", TYPES, ids=lambda t: ProgType(t).name)
+@pytest.mark.parametrize("prog_type", TYPES + tuple(OTHER_SKB), ids=lambda t: ProgType(t).name)
 @pytest.mark.parametrize("seed", range(40, 1040))
 def test_random_programs_like_the_kernel_long(host, seed, prog_type):
     check_seed(host, seed, prog_type, packets=10)
