@@ -7,9 +7,14 @@ One runner per kind of program:
   becomes a linear skb on the loopback device. ``eth_type_trans`` takes the
   Ethernet header (protocol, pkt_type); tc programs see the packet from the
   MAC header, the others from the network header, and their data_out gets
-  14 zero bytes in front (the kernel pushes a zeroed header back).
+  14 zero bytes in front (the kernel pushes a zeroed header back). An
+  IPv4 / IPv6 frame must hold a whole IP header (EINVAL otherwise). The
+  loopback device has no broadcast address (ff:ff:ff:ff:ff:ff is
+  PACKET_MULTICAST there).
   ``ctx_in`` may set only mark, priority, ingress_ifindex, ifindex, cb,
-  tstamp, wire_len, gso_segs, gso_size and hwtstamp.
+  tstamp, wire_len, gso_segs, gso_size (kept in 16 bits) and hwtstamp;
+  without ``ctx_in`` or ``ctx_out`` the skb's cb stays zero, so wire_len
+  reads 0.
   BPF_F_TEST_SKB_CHECKSUM_COMPLETE gives the skb a CHECKSUM_COMPLETE
   checksum of the packet from its network header; a run that changes
   those bytes without fixing the checksum fails with EBADMSG.
@@ -57,8 +62,8 @@ BPF_F_TEST_SKB_CHECKSUM_COMPLETE = 1 << 2
 MAX_SKB_FRAGS = 17               # CONFIG_MAX_SKB_FRAGS default
 SIZEOF_XDP_FRAME = 40            # struct xdp_frame on 64-bit: metadata leaves room for it
 TEST_XDP_MAX_BATCH = 256
-PP_ALLOC_CACHE_REFILL = 64
-NAPI_POLL_WEIGHT = 64
+PP_ALLOC_CACHE_REFILL = 64       # pages a page pool allocates (or takes back) at a time
+NAPI_POLL_WEIGHT = 64            # live frames' default batch_size
 XDP_PASS = 2
 U32_MAX = 0xffffffff
 
