@@ -98,7 +98,7 @@ def convert_ctx_accesses(insns: List[Insn], prog_type: int,
     >>> from userbpf.uapi import ProgType
     >>> code = asm.assemble("r2 = *(u32 *)(r1 + 4)\\nr0 = *(u32 *)(r1 + 0)\\nexit")
     >>> convert_ctx_accesses(code, ProgType.XDP)
-    {0: CtxRewrite(op='CTX_LDX', off=32, size=8), 1: CtxRewrite(op='CTX_LDX', off=24, size=8)}
+    {0: CtxRewrite(op='CTX_LDX', off=32, size=8, limit=0), 1: CtxRewrite(op='CTX_LDX', off=24, size=8, limit=0)}
     """
     from .contexts import (BPF_SOCK, DROPPED_STORES_FROM, SIGN_EXTENDED_FIELDS,
                            CtxAccessError, CtxPtr, check_ctx_access, check_sock_access,
