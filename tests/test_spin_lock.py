@@ -146,44 +146,60 @@ def test_unlock_of_a_lock_not_held_ends_the_run():
     with pytest.raises(HelperError, match="does not hold"):
         Program("call bpf_spin_unlock\nexit").run(buf)
     # another thread's lock is not released by it
-    code = "r6 = r1\ncall bpf_spin_lock\nr0 = 0\nexit"
-    Program(code).run(buf)                        # exits holding the lock (as verified code cannot)
-    seen = []
-    t = threading.Thread(target=lambda: seen.append(
-        pytest.raises(HelperError, Program("call bpf_spin_unlock\nexit").run, buf)))
+    holding, done = threading.Event(), threading.Event()
+
+    def wait(*_):
+        holding.set()
+        done.wait(10)
+        return 0
+    holder = Program("r6 = r1\ncall bpf_spin_lock\ncall 1000\nr1 = r6\n"
+                     "call bpf_spin_unlock\nr0 = 0\nexit", helpers={1000: wait})
+    t = threading.Thread(target=holder.run, args=(buf,))
     t.start()
-    t.join()
-    assert len(seen) == 1 and buf[:4] == b"\1\0\0\0"
-    # this thread's next lock reports the leaked one and releases it
-    with pytest.raises(HelperError, match="exited holding it"):
-        Program(code).run(buf)
+    assert holding.wait(5)
+    with pytest.raises(HelperError, match="does not hold"):
+        Program("call bpf_spin_unlock\nexit").run(buf)
+    assert buf[:4] == b"\1\0\0\0"
+    done.set()
+    t.join(10)
     assert buf[:4] == bytes(4)
 
 
-def test_a_lock_never_released_times_out_in_the_waiter():
+def test_a_run_exiting_with_the_lock_held_fails_and_releases_it():
     buf = bytearray(8)
     hold = "r6 = r1\ncall bpf_spin_lock\nr0 = 0\nexit"
+    with pytest.raises(HelperError) as e:
+        Program(hold).run(buf)
+    assert "exited holding the bpf_spin_lock" in str(e.value)
+    assert buf[:4] == bytes(4)
+    with pytest.raises(HelperError):            # the same again: nothing leaked
+        Program(hold).run(buf)
+
+
+def test_a_lock_held_too_long_times_out_in_the_waiter():
+    buf = bytearray(8)
+    holding = threading.Event()
+
+    def slow(*_):
+        holding.set()
+        time.sleep(0.6)
+        return 0
+    holder = Program("r6 = r1\ncall bpf_spin_lock\ncall 1000\nr1 = r6\n"
+                     "call bpf_spin_unlock\nr0 = 0\nexit", helpers={1000: slow})
     old = _vm.set_spin_lock_timeout(0.2)
     try:
-        Program(hold).run(buf)                   # this thread leaks the lock
-        errors = []
-
-        def waiter():
-            t0 = time.monotonic()
-            try:
-                Program(hold).run(buf)
-            except HelperError as e:
-                errors.append((str(e), time.monotonic() - t0))
-        t = threading.Thread(target=waiter)
+        t = threading.Thread(target=holder.run, args=(buf,))
         t.start()
+        assert holding.wait(5)
+        t0 = time.monotonic()
+        with pytest.raises(HelperError) as e:
+            Program("call bpf_spin_lock\nr0 = 0\nexit").run(buf)
+        assert "not released within 0.2 s" in str(e.value)
+        assert time.monotonic() - t0 >= 0.2
         t.join(10)
         assert not t.is_alive()
-        (msg, waited), = errors
-        assert "not released within 0.2 s" in msg and waited >= 0.2
     finally:
         _vm.set_spin_lock_timeout(old)
-        with pytest.raises(HelperError):         # release the leaked lock (nested-lock path)
-            Program(hold).run(buf)
     assert buf[:4] == bytes(4)
 
 

@@ -112,6 +112,7 @@ cdef uint64_t vm_exec(const vm_prog *prog, vm_run *run) noexcept nogil:
         run.status = VM_STATUS_OK
         run.err_pc = VM_NO_PC
         r0 = vm_exec_at(prog, run, 0, run.r1, run.r2, 0, 0, 0, 0)
+    _locks_at_exit(run)
     return r0
 
 

@@ -726,6 +726,7 @@ cdef enum:
     LOCK_NESTED = 0
     LOCK_TIMEOUT = 1
     LOCK_NOT_HELD = 2
+    LOCK_AT_EXIT = 3
 
 
 cdef uint64_t _lock_misuse(vm_run *run, int why, uint64_t addr, uint64_t held) noexcept with gil:
@@ -737,6 +738,9 @@ cdef uint64_t _lock_misuse(vm_run *run, int why, uint64_t addr, uint64_t held) n
     elif why == LOCK_TIMEOUT:
         what = (f"bpf_spin_lock({addr:#x}): not released within "
                 f"{ubpf_spin_timeout_ns / 1e9:g} s (a run exited holding it?)")
+    elif why == LOCK_AT_EXIT:
+        what = (f"the program exited holding the bpf_spin_lock at {addr:#x} (the verifier "
+                "refuses this: bpf_spin_unlock is missing); the lock is released")
     else:
         what = f"bpf_spin_unlock({addr:#x}) of a lock this thread does not hold"
     if run.py_exc == NULL:
@@ -792,6 +796,19 @@ cdef uint64_t _helper_spin_unlock(uint64_t r1, uint64_t r2, uint64_t r3, uint64_
     ubpf_lock_set_held(0)
     ubpf_spin_release(<uint32_t *>r1)
     return 0
+
+
+cdef void _locks_at_exit(vm_run *run) noexcept nogil:
+    """The end of a top-level run: a lock still held is released, and a run
+    that had ended well ends with an error instead."""
+    cdef uint64_t held = ubpf_lock_get_held()
+    if held == 0:
+        return
+    ubpf_lock_set_held(0)
+    ubpf_spin_release(<uint32_t *>held)
+    if run.status <= VM_STATUS_STOP:
+        _lock_misuse(run, LOCK_AT_EXIT, held, 0)
+        run.err_pc = run.prog.ninsns - 1        # reported at the end of the program
 
 
 def set_spin_lock_timeout(double seconds):
