@@ -548,15 +548,13 @@ PACKET = bytes(range(0x80, 0x80 + ETH_HLEN)) + bytes((i * 37 + 11) & 0xff for i 
 
 
 def ld_case(body: Sequence[Insn]):
-    """(kernel retval, userbpf r0) for a socket filter: r6 = ctx; body; exit.
-
-    The kernel's socket-filter test run pulls the Ethernet header, so
-    ``LD_ABS 0`` reads the byte after it: userbpf gets the packet from there.
-    """
+    """(kernel retval, userbpf retval) for a socket filter: r6 = ctx; body; exit,
+    test-run on both sides (the test run pulls the Ethernet header, so
+    ``LD_ABS 0`` reads the byte after it; SKF_LL_OFF reaches back to it)."""
     code = [BPF_MOV64_REG(6, 1), *isa.flatten(body), BPF_EXIT_INSN()]
     with hostbpf.prog_load(code, hostbpf.ProgType.SOCKET_FILTER) as prog:
         kernel = prog.test_run(PACKET).retval
-    user = Program(code).run(bytearray(PACKET[ETH_HLEN:]))
+    user = Program(code, prog_type=hostbpf.ProgType.SOCKET_FILTER).test_run(PACKET).retval
     return kernel, user, code
 
 
@@ -635,25 +633,24 @@ def test_random_legacy_packet_loads_match_the_kernel():
 
 # The kernel gives two negative LD_ABS/LD_IND offset ranges a meaning (from classic
 # BPF): SKF_NET_OFF (-0x100000) + k reads the network header at k, SKF_LL_OFF
-# (-0x200000) + k the link-layer header at k. userbpf's packet is the network
-# header on (the kernel's socket-filter test run strips the Ethernet header), so
-# SKF_NET_OFF works; the link layer is not modelled with plain memory (the skb
-# context of the program-types issue brings it).
+# (-0x200000) + k the link-layer header at k: both reach the skb's headers in
+# a socket-filter test run (the Ethernet header is before the data).
 SKF_NET_OFF, SKF_LL_OFF = -0x100000, -0x200000
 
 
 @pytest.mark.parametrize("imm", [
-    SKF_NET_OFF, SKF_NET_OFF + 3, SKF_NET_OFF + 40, SKF_NET_OFF - 1,
-    pytest.param(SKF_LL_OFF, marks=pytest.mark.xfail(strict=True, reason="no link layer")),
-    pytest.param(SKF_LL_OFF + 2, marks=pytest.mark.xfail(strict=True, reason="no link layer"))],
-    ids=["net+0", "net+3", "net+40", "net-1", "ll+0", "ll+2"])
+    SKF_NET_OFF, SKF_NET_OFF + 3, SKF_NET_OFF + 40, SKF_NET_OFF - 1, SKF_LL_OFF,
+    SKF_LL_OFF + 2, SKF_LL_OFF + 13, SKF_LL_OFF + 14, SKF_LL_OFF - 1,
+    SKF_NET_OFF + len(PACKET) - ETH_HLEN - 1, SKF_NET_OFF + len(PACKET) - ETH_HLEN],
+    ids=["net+0", "net+3", "net+40", "net-1", "ll+0", "ll+2", "ll+13", "ll+14", "ll-1",
+         "net+last", "net+end"])
 def test_skf_special_offsets_match_the_kernel(imm):
     kernel, user, code = ld_case([ld_abs(BPF_B, imm)])
     assert kernel == user, f"kernel {kernel:#x} userbpf {user:#x}"
 
 
 def test_skf_special_offsets_kernel_meaning():
-    # what the xfail above expects userbpf to do one day, pinned on the kernel side
+    # the meaning, pinned on the kernel side
     assert ld_case([ld_abs(BPF_B, SKF_NET_OFF + 3)])[0] == PACKET[ETH_HLEN + 3]
     assert ld_case([ld_abs(BPF_B, SKF_LL_OFF + 2)])[0] == PACKET[2]
     assert ld_case([ld_abs(BPF_B, SKF_NET_OFF - 1)])[0] == 0

@@ -81,4 +81,41 @@ static inline void ubpf_pkt_sync(vm_run *run, const ubpf_pkt *p) {
     }
 }
 
+/* LD_ABS / LD_IND at a negative offset (classic BPF's SKF_NET_OFF + k and
+ * SKF_LL_OFF + k): where the byte is, or NULL (the program then ends with
+ * r0 = 0), as bpf_internal_load_pointer_neg_helper finds it. An skb has a
+ * MAC header mac_len bytes before its network header (data is at the MAC
+ * header when l2, else at the network header) and the pointer must stay in
+ * [head, tail); plain memory (no skb) is all network header, with no link
+ * layer. */
+#define UBPF_SKF_NET_OFF (-0x100000)
+#define UBPF_SKF_LL_OFF (-0x200000)
+
+static inline const uint8_t *ubpf_ld_neg_ptr(const vm_run *run, int32_t k, uint32_t size) {
+    const ubpf_pkt *p = (const ubpf_pkt *)run->pkt_state;
+    uint64_t ptr, head, tail;
+    if (p != NULL && p->kind == UBPF_PKT_SKB) {
+        uint64_t data = p->ptrs[UBPF_CTX_PKT];
+        uint64_t net = data + (p->l2 ? p->mac_len : 0);
+        uint64_t mac = net - p->mac_len;
+        if (k >= UBPF_SKF_NET_OFF)
+            ptr = net + (uint64_t)(int64_t)(k - UBPF_SKF_NET_OFF);
+        else if (k >= UBPF_SKF_LL_OFF)
+            ptr = mac + (uint64_t)(int64_t)(k - UBPF_SKF_LL_OFF);
+        else
+            return NULL;
+        head = (uint64_t)(uintptr_t)p->buf;
+        tail = p->ptrs[UBPF_CTX_PKT_END];
+    } else {
+        if (k < UBPF_SKF_NET_OFF)
+            return NULL;
+        ptr = (uint64_t)(uintptr_t)run->pkt + (uint64_t)(int64_t)(k - UBPF_SKF_NET_OFF);
+        head = (uint64_t)(uintptr_t)run->pkt;
+        tail = head + run->pkt_len;
+    }
+    if (ptr < head || ptr + size > tail)
+        return NULL;
+    return (const uint8_t *)(uintptr_t)ptr;
+}
+
 #endif /* USERBPF_CTX_H */

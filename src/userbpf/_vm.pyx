@@ -800,13 +800,18 @@ cdef uint64_t vm_exec_at(const vm_prog *prog, vm_run *run, uint32_t entry, uint6
                 o = <int32_t>ins.imm
             else:
                 o = <int32_t>(<uint32_t>reg[src] + <uint32_t>ins.imm)
-            if o < 0 and o >= SKF_NET_OFF:
-                o -= SKF_NET_OFF        # classic BPF's "network header + k": the packet is
-                                        # the network header on (no link layer is modelled)
-            if o < 0 or <uint64_t>o + ins.size > run.pkt_len:
+            if o < 0:
+                # SKF_NET_OFF / SKF_LL_OFF + k: the skb's headers (ctx.h)
+                addr = <uint64_t>ubpf_ld_neg_ptr(run, o, ins.size)
+                if addr == 0:
+                    reg[0] = 0
+                    break
+                a = vm_load(addr, ins.size)
+            elif <uint64_t>o + ins.size > run.pkt_len:
                 reg[0] = 0
                 break
-            a = vm_load(<uint64_t>run.pkt + <uint64_t>o, ins.size)
+            else:
+                a = vm_load(<uint64_t>run.pkt + <uint64_t>o, ins.size)
             reg[0] = a if ins.size == 1 else (vm_be16(a) if ins.size == 2 else vm_be32(a))
         # ---- atomics: bounds and natural alignment checked, then C11 atomics
         elif (op == VM_ATOMIC_ADD32 or op == VM_ATOMIC_FETCH_ADD32 or op == VM_ATOMIC_OR32 or

@@ -526,14 +526,10 @@ LD_ABS = {"SKF_LL_OFF": code(isa.BPF_MOV64_REG(6, 1), isa.BPF_LD_ABS(isa.Size.B,
                               isa.BPF_EXIT_INSN())}
 
 
-@pytest.mark.xfail(strict=True, reason="_vm: LD_ABS at SKF_LL_OFF + k reads 0 instead of "
-                                       "the MAC header's byte k")
 def test_ld_abs_ll_off_like_the_kernel(sides):
     same(sides, LD_ABS["SKF_LL_OFF"], SKF, data_in=bytes(range(1, 65)))
 
 
-@pytest.mark.xfail(strict=True, reason="_vm: LD_ABS at SKF_NET_OFF + k in tc reads from "
-                                       "the MAC header instead of the network header")
 def test_ld_abs_net_off_in_tc_like_the_kernel(sides):
     same(sides, LD_ABS["SKF_NET_OFF"], TC, data_in=bytes(range(1, 65)))
 

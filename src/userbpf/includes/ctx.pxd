@@ -1,5 +1,5 @@
 # include/userbpf/ctx.h: the internal program context and packet buffer.
-from libc.stdint cimport uint8_t, uint32_t, uint64_t
+from libc.stdint cimport int32_t, uint8_t, uint32_t, uint64_t
 
 from userbpf.includes.vm cimport vm_run
 
@@ -36,3 +36,4 @@ cdef extern from "userbpf/ctx.h" nogil:
     int UBPF_SKB_HASH_OFF
 
     void ubpf_pkt_sync(vm_run *run, const ubpf_pkt *p)
+    const uint8_t *ubpf_ld_neg_ptr(const vm_run *run, int32_t k, uint32_t size)
