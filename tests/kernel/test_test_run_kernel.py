@@ -421,13 +421,9 @@ def test_xdp_metadata_reaches_the_program(sides):
 
 
 @pytest.mark.parametrize("linear,size_out", [(50, 20), (30, 20), (0, 20), (50, 60)])
-@pytest.mark.xfail(strict=True, reason="kernel.py/from_ctypes truncate data_out to a prefix; "
-                                       "with fragments the kernel copies the first "
-                                       "size_out - frags_size linear bytes then the "
-                                       "fragments from their start, and when that is "
-                                       "negative copies nothing and leaves data_size_out "
-                                       "as given (bpf_test_finish)")
 def test_xdp_fragments_truncated_like_the_kernel(sides, linear, size_out):
+    """bpf_test_finish: the first size_out - frags_size linear bytes, then the
+    fragments whole; when that is negative nothing, and no sizes written."""
     same(sides, XDP_SIZES, XDP, data_in=PKT, ctx_in=xdp_md(0, linear), ctx_out=24,
          data_size_out=size_out)
 
@@ -460,8 +456,6 @@ def test_raw_tracepoint_like_the_kernel(sides, case):
     same(sides, RAW_TP_ARG1, RAW_TP, data_out=0, **kw)
 
 
-@pytest.mark.xfail(strict=True, reason="from_ctypes writes data_size_out (0) back; the "
-                                       "kernel leaves it for raw tracepoints")
 def test_raw_tracepoint_data_size_out_like_the_kernel(sides):
     same(sides, RAW_TP_ARG1, RAW_TP, data_out=0, repeat=0, ctx_in=ARGS, data_size_out=10)
 
@@ -559,8 +553,6 @@ def test_u16_skb_fields_in_range_like_the_kernel(sides):
         assert res["retval"] == 0x1234
 
 
-@pytest.mark.xfail(strict=True, reason="from_ctypes does not pass attr.test.duration: the "
-                                       "kernel refuses a non-zero one for raw tracepoints")
 def test_raw_tracepoint_duration_in_like_the_kernel(sides):
     mine, theirs = sides
     results = []
@@ -581,12 +573,7 @@ def test_raw_tracepoint_duration_in_like_the_kernel(sides):
 
 @pytest.mark.parametrize("kw", [dict(data_in=PKT, data_out=8192), dict(data_in=PKT, data_out=0)])
 def test_xdp_live_frames_with_ctx_in(sides, kw, request):
-    """Live frames with ctx_in refuse data_out (EINVAL); without it they run.
-    userbpf is not told whether data_out was given (from_ctypes passes no
-    pointer), so the EINVAL case cannot match yet."""
-    if kw["data_out"]:
-        request.applymarker(pytest.mark.xfail(strict=True, reason="from_ctypes does not "
-                                              "tell test_run whether data_out is NULL"))
+    """Live frames with ctx_in refuse data_out (EINVAL); without it they run."""
     same(sides, RET7, XDP, ctx_in=xdp_md(0, 64), flags=2, **kw)
 
 

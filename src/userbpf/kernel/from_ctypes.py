@@ -17,7 +17,7 @@ from .. import abi
 from ..isa import Pseudo
 from ..uapi import Cmd, ProgType
 from . import batch as batch_mod
-from . import progs
+from . import progs, test_run
 from .errors import bpf_error
 
 # Bytes of the union each command reads (offsetofend of its last field).
@@ -200,17 +200,21 @@ def _test_run(k, a):
     ctx_in = abi.read(t.ctx_in, t.ctx_size_in) if t.ctx_in else None
     res = k.bpf(Cmd.PROG_TEST_RUN, prog_fd=t.prog_fd, data_in=data_in, ctx_in=ctx_in,
                 ctx_out=bool(t.ctx_out), repeat=t.repeat, flags=t.flags, cpu=t.cpu,
-                batch_size=t.batch_size)
-    if k.fds.get(t.prog_fd).prog_type == ProgType.SYSCALL:
-        if res.ctx_out:                     # the context goes back over ctx_in
+                batch_size=t.batch_size, data_out=bool(t.data_out), duration=t.duration)
+    prog_type = k.fds.get(t.prog_fd).prog_type
+    if prog_type in (ProgType.SYSCALL, ProgType.RAW_TRACEPOINT):
+        if res.ctx_out and prog_type == ProgType.SYSCALL:   # the context goes back over ctx_in
             ctypes.memmove(t.ctx_in, res.ctx_out, len(res.ctx_out))
-        t.retval = res.retval
+        t.retval = res.retval               # the only output these types write
         return 0
     err = None
     data = res.data_out
     if t.data_size_out and len(data) > t.data_size_out:
-        data = data[:t.data_size_out]
         err = bpf_error(errno.ENOSPC, f"data_out needs {len(res.data_out)} bytes")
+        data = test_run.truncate_data_out(data, res.frags_size, t.data_size_out)
+        if data is None and t.data_out:
+            raise err                       # nothing copied, no sizes written
+        data = data or b""
     if t.data_out and data:
         ctypes.memmove(t.data_out, data, len(data))
     t.data_size_out = len(res.data_out)

@@ -64,9 +64,11 @@ ATTR_FIELDS: Dict[int, Dict[str, Any]] = {
     Cmd.PROG_GET_NEXT_ID: dict(start_id=0),
     # data_size_out / ctx_size_out None: no limit; ctx_out True: give the output context
     Cmd.ENABLE_STATS: dict(type=0),
-    Cmd.PROG_TEST_RUN: dict(prog_fd=None, data_in=None, data_size_out=None, ctx_in=None,
-                            ctx_out=False, ctx_size_out=None, repeat=0, flags=0, cpu=0,
-                            batch_size=0),
+    # data_out: does the caller give an output buffer (None: as the type expects);
+    # duration: attr.test.duration as given (types that take none refuse it)
+    Cmd.PROG_TEST_RUN: dict(prog_fd=None, data_in=None, data_out=None, data_size_out=None,
+                            ctx_in=None, ctx_out=False, ctx_size_out=None, repeat=0, flags=0,
+                            cpu=0, batch_size=0, duration=0),
     Cmd.PROG_GET_FD_BY_ID: dict(prog_id=0, open_flags=0, fd_by_id_token_fd=0),
 }
 for _cmd in (Cmd.MAP_LOOKUP_BATCH, Cmd.MAP_LOOKUP_AND_DELETE_BATCH, Cmd.MAP_UPDATE_BATCH,
@@ -410,12 +412,15 @@ class Kernel:
         res = _test_run.test_run(prog.program, a["data_in"], a["ctx_in"],
                                  ctx_out=bool(a["ctx_out"] or a["ctx_size_out"]),
                                  repeat=a["repeat"], cpu=a["cpu"], flags=a["flags"],
-                                 batch_size=a["batch_size"], ncpus=self.ncpus)
+                                 batch_size=a["batch_size"], ncpus=self.ncpus,
+                                 data_out=a["data_out"], duration=a["duration"])
         limit = a["data_size_out"]
         if limit and len(res.data_out) > limit:
+            cut = _test_run.truncate_data_out(res.data_out, res.frags_size, limit)
             err = bpf_error(errno.ENOSPC, f"data_out needs {len(res.data_out)} bytes")
-            err.result = res._replace(data_out=res.data_out[:limit])
-            err.data_size_out = len(res.data_out)
+            err.result = res._replace(data_out=cut if cut is not None else b"")
+            # (nothing copied at all: the kernel then reports no size either)
+            err.data_size_out = len(res.data_out) if cut is not None else None
             raise err
         limit = a["ctx_size_out"]
         if limit is not None and res.ctx_out is not None and len(res.ctx_out) > limit:

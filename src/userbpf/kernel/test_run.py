@@ -84,6 +84,7 @@ class TestRunResult(NamedTuple):
     data_out: bytes             # the whole output packet (untruncated)
     ctx_out: Optional[bytes]    # the output context, when the type has one to give
     duration: int               # mean ns per run, as the kernel's u32
+    frags_size: int = 0         # XDP: bytes of data_out that were fragments (at its end)
 
 
 def _align8(n: int) -> int:
@@ -305,7 +306,7 @@ _XDP_FIELDS = {f.name: f.off for f in contexts.ctx_struct(ProgType.XDP).fields}
 
 
 def _run_xdp(program, data_in, ctx_in, ctx_out_wanted, repeat, cpu, flags, batch_size,
-             ncpus):
+             ncpus, *, data_out_given: bool = True):
     """bpf_prog_test_run_xdp, its checks in the kernel's order."""
     if program.expected_attach_type in (AttachType.XDP_DEVMAP, AttachType.XDP_CPUMAP):
         raise bpf_error(errno.EINVAL, "XDP programs for devmap/cpumap cannot be test-run")
@@ -334,7 +335,7 @@ def _run_xdp(program, data_in, ctx_in, ctx_out_wanted, repeat, cpu, flags, batch
                                           "(a multiple of 4, at most "
                                           f"{XDP_PACKET_HEADROOM - SIZEOF_XDP_FRAME}) "
                                           "not past data_end")
-        if live and ctx_out_wanted:
+        if live and (ctx_out_wanted or data_out_given):
             raise bpf_error(errno.EINVAL, "live frames give no ctx_out or data_out")
         headroom -= c_data
         meta_len, linear = c_data, c_end
@@ -386,7 +387,7 @@ def _run_xdp(program, data_in, ctx_in, ctx_out_wanted, repeat, cpu, flags, batch
     if user_ctx is not None:
         struct.pack_into("<II", user_ctx, 0, dstart - meta, dend - meta)
         ctx_out = bytes(user_ctx)
-    return TestRunResult(r0 & U32_MAX, out, ctx_out, _duration(ns, repeat))
+    return TestRunResult(r0 & U32_MAX, out, ctx_out, _duration(ns, repeat), len(frags))
 
 
 def _run_live_frames(run, frame, repeat: int, batch_size: int) -> int:
@@ -459,14 +460,32 @@ TEST_RUN_TYPES: Dict[int, Callable] = {
 }
 
 
+def truncate_data_out(data: bytes, frags_size: int, limit: int) -> Optional[bytes]:
+    """What bpf_test_finish copies into a data_out of ``limit`` bytes: the
+    linear part cut so that the fragments (kept whole, at the end) fit; None
+    when even they do not (nothing is copied, not even data_size_out).
+
+    >>> truncate_data_out(b"LLLLFF", 2, 4), truncate_data_out(b"LLLLFF", 2, 1)
+    (b'LLFF', None)
+    """
+    linear = limit - frags_size
+    if linear < 0:
+        return None
+    return data[:linear] + data[len(data) - frags_size:]
+
+
 def test_run(program, data_in: Optional[bytes] = None, ctx_in: Optional[bytes] = None, *,
              ctx_out: bool = False, repeat: int = 1, cpu: int = 0, flags: int = 0,
-             batch_size: int = 0, ncpus: Optional[int] = None) -> TestRunResult:
+             batch_size: int = 0, ncpus: Optional[int] = None,
+             data_out: Optional[bool] = None, duration: int = 0) -> TestRunResult:
     """Test-run ``program`` (a :class:`userbpf.Program` with a ``prog_type``).
 
     ``ctx_out`` asks for the output context even without ``ctx_in``;
     ``repeat`` 0 means 1, as in the kernel; ``ncpus`` bounds ``cpu`` for
-    BPF_F_TEST_RUN_ON_CPU (default: this machine's CPUs).
+    BPF_F_TEST_RUN_ON_CPU (default: this machine's CPUs). ``data_out``
+    says whether the caller gave an output buffer (None: as the type
+    expects) and ``duration`` is attr.test.duration as given: types that
+    take neither refuse them, as the kernel does.
 
     >>> from userbpf import Program
     >>> p = Program("r2 = *(u32 *)(r1 + 4)\\nr3 = *(u32 *)(r1 + 0)\\n"
@@ -480,10 +499,17 @@ def test_run(program, data_in: Optional[bytes] = None, ctx_in: Optional[bytes] =
     if runner is None:
         raise bpf_error(ENOTSUPP, f"{ProgType(program.prog_type).name} programs cannot be "
                                   "test-run (they run from their hooks)")
-    if program.prog_type not in _RAW_REPEAT:      # these refuse any repeat
+    if program.prog_type in _RAW_REPEAT:          # no data_out, duration, repeat
+        if data_out or duration:
+            raise bpf_error(errno.EINVAL, f"{ProgType(program.prog_type).name} test runs "
+                                          "take no data_out or duration")
+    else:
         repeat = repeat or 1
-    return runner(program, data_in, ctx_in, ctx_out, repeat, cpu, flags, batch_size,
-                  ncpus or os.cpu_count() or 1)
+    ncpus = ncpus or os.cpu_count() or 1
+    if runner is _run_xdp:
+        return runner(program, data_in, ctx_in, ctx_out, repeat, cpu, flags, batch_size,
+                      ncpus, data_out_given=data_out is not False)
+    return runner(program, data_in, ctx_in, ctx_out, repeat, cpu, flags, batch_size, ncpus)
 
 
 # flow dissector, sk_lookup and syscall programs: kernel/test_run_ctx.py
