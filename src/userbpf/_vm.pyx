@@ -1082,6 +1082,7 @@ cdef object _capsule(vm_helper_fn fn):
 
 
 include "helpers.pxi"
+include "pkt_helpers.pxi"
 
 
 # Helpers implemented in C, as capsules any table can hold (issue "programs"
@@ -1094,6 +1095,7 @@ C_HELPERS = {
     164: _capsule(_helper_for_each_map_elem),
 }
 C_HELPERS.update(GENERAL_HELPERS)
+C_HELPERS.update(PKT_HELPERS)
 FUNC_TAG = VM_FUNC_TAG
 UNWIND_HELPER = _capsule(_helper_unwind)
 
