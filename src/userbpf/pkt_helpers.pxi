@@ -623,7 +623,7 @@ cdef extern from *:
         return 0;
     }
 
-    /* 92: long bpf_set_hash_invalid(skb): skb_clear_hash (recomputed on demand) */
+    /* 41: long bpf_set_hash_invalid(skb): skb_clear_hash (recomputed on demand) */
     static uint64_t ubpf_set_hash_invalid(uint64_t r1, uint64_t r2, uint64_t r3, uint64_t r4,
                                           uint64_t r5, vm_run *run, void *d) {
         ubpf_pkt *p = ubpf_pkt_arg(run, r1, UBPF_PKT_SKB);
@@ -767,7 +767,9 @@ cdef extern from *:
         uint64_t allowed = UBPF_XDP_ACTION_MASK;
         uint32_t key = (uint32_t)r2;
         void *target = NULL;
-        if (m == NULL) {
+        int redirect_map = m != NULL && (m->map_type == UBPF_MAP_DEVMAP || m->map_type == UBPF_MAP_DEVMAP_HASH
+                                         || m->map_type == UBPF_MAP_CPUMAP || m->map_type == UBPF_MAP_XSKMAP);
+        if (!redirect_map) {          /* the verifier allows only these map types */
             run->status = VM_STATUS_ERR_MAP_ARG;
             run->err_addr = r1;
             return 0;
@@ -815,6 +817,7 @@ PKT_HELPERS = {
     34: _capsule(ubpf_get_hash_recalc),
     38: _capsule(ubpf_skb_change_tail),
     39: _capsule(ubpf_skb_pull_data),
+    41: _capsule(ubpf_set_hash_invalid),
     43: _capsule(ubpf_skb_change_head),
     44: _capsule(ubpf_xdp_adjust_head),
     46: _capsule(ubpf_get_socket_cookie),
@@ -823,7 +826,6 @@ PKT_HELPERS = {
     51: _capsule(ubpf_redirect_map),
     54: _capsule(ubpf_xdp_adjust_meta),
     65: _capsule(ubpf_xdp_adjust_tail),
-    92: _capsule(ubpf_set_hash_invalid),
     188: _capsule(ubpf_xdp_get_buff_len),
     189: _capsule(ubpf_xdp_load_bytes),
     190: _capsule(ubpf_xdp_store_bytes),
