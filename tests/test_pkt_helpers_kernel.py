@@ -532,3 +532,20 @@ def test_xdp_store_bytes(host, off, n, ret):
 def test_redirect_verdict(host, prog_type, flags, ret):
     code = prog(unchecked(call(REDIRECT, 1, flags, ctx=False)))
     assert both(host, prog_type, code, PKT).retval == ret
+
+
+# -- repeats --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("prog_type,code", [
+    (TC, prog(call(SKB_CHANGE_HEAD, 2, 0))),
+    (TC, prog(call(SKB_ADJUST_ROOM, 2, ADJ_NET, 0))),
+    (TC, prog(call(SKB_CHANGE_TAIL, 60, 0))),
+    (XDP, prog(call(XDP_ADJUST_TAIL, -1))),
+    (XDP, prog(call(XDP_ADJUST_META, -4))),
+])
+def test_repeats_share_one_packet(host, prog_type, code):
+    """The kernel runs every repeat on the same skb / xdp_buff."""
+    a = mine(prog_type, code, PKT, repeat=5)
+    b = theirs(host, prog_type, code, PKT, repeat=5)
+    assert (a.retval, a.data_out) == (b.retval, b.data_out)
+
