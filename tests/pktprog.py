@@ -117,10 +117,10 @@ def theirs(host, prog_type: int, insns, data: bytes, **kw):
         hp.close()
 
 
-def both(host, prog_type: int, insns, data: bytes):
+def both(host, prog_type: int, insns, data: bytes, **kw):
     """Run on both sides; assert retval and data_out are equal; return userbpf's."""
-    a = mine(prog_type, insns, data)
-    b = theirs(host, prog_type, insns, data)
+    a = mine(prog_type, insns, data, **kw)
+    b = theirs(host, prog_type, insns, data, **kw)
     assert (a.retval, a.data_out.hex()) == (b.retval, b.data_out.hex())
     return a
 
