@@ -96,8 +96,7 @@ def test_nat_rewrite_leaves_valid_checksums(seed):
     """Random source/destination rewrites of TCP and UDP packets: the
     incrementally updated checksums equal recomputing them from scratch."""
     rng = random.Random(seed)
-    src, dst = bytes(rng.randrange(256) for _ in range(4)), bytes(rng.randrange(256) for _ in range(4))
-    new_src = bytes(rng.randrange(256) for _ in range(4))
+    src, dst, new_src = (bytes(rng.randrange(256) for _ in range(4)) for _ in range(3))
     for pkt, l4_off, proto, l4_flags in [(tcp4(src, dst), 50, 6, 0x10),
                                          (udp4(src, dst), 40, 17, 0x10 | 0x20)]:
         old = le16(pkt[26:30])

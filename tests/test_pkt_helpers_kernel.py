@@ -5,10 +5,10 @@ Every case runs the same program on the same packet in userbpf
 retval and the same data_out, byte for byte. Programs are chains of helper
 calls (tests/pktprog.py): the first non-zero helper result is the retval.
 
-Where userbpf differs on purpose, the case says so and asserts both sides:
-the kernel reallocates an skb that grows past its buffer (up to
-BPF_SKB_MAX_LEN, 16064 bytes); userbpf's test-run skb buffer has a fixed
-size, and growing past it gives -ENOMEM.
+Known differences are strict xfails (they fail once fixed): the kernel
+reallocates an skb that grows past its buffer (up to BPF_SKB_MAX_LEN, 16064
+bytes) where userbpf's fixed test-run buffer gives -ENOMEM; XDP fragments;
+CHECKSUM_COMPLETE test runs (skb->csum is not kept by the helpers).
 """
 from __future__ import annotations
 
@@ -300,15 +300,17 @@ def test_skb_pull_data(host, n, ret):
     assert both(host, TC, prog(call(SKB_PULL_DATA, n)), PKT).retval == ret
 
 
-def test_growing_past_userbpf_buffer_is_enomem_where_the_kernel_reallocates(host):
-    """The one intended difference: the kernel reallocates up to 16064 bytes."""
-    for code in (prog(call(SKB_CHANGE_HEAD, ROOM + 1, 0)),
-                 prog(call(SKB_CHANGE_TAIL, 66 + ROOM + 1, 0)),
-                 prog(call(SKB_CHANGE_TAIL, 16064, 0)),
-                 prog(call(SKB_ADJUST_ROOM, 0xfff, ADJ_NET, 0))):
-        assert mine(TC, code, PKT).retval == neg(ENOMEM)
-        assert mine(TC, code, PKT).data_out == PKT
-        assert theirs(host, TC, code, PKT).retval == 0
+@pytest.mark.xfail(strict=True, reason="userbpf's test-run skb buffer has 70 spare bytes "
+                   "here; growing past them is -ENOMEM where the kernel reallocates (up to "
+                   "16064 bytes): test_run.py would need a BPF_SKB_MAX_LEN-sized buffer")
+@pytest.mark.parametrize("code", [
+    prog(call(SKB_CHANGE_HEAD, ROOM + 1, 0)),
+    prog(call(SKB_CHANGE_TAIL, 66 + ROOM + 1, 0)),
+    prog(call(SKB_CHANGE_TAIL, 16064, 0)),
+    prog(call(SKB_ADJUST_ROOM, 0xfff, ADJ_NET, 0)),
+])
+def test_growing_past_userbpf_buffer(host, code):
+    both(host, TC, code, PKT)
 
 
 # -- bpf_skb_adjust_room --------------------------------------------------------------
