@@ -84,6 +84,19 @@ def test_skb_load_bytes_socket_filter_counts_from_the_network_header(host, off, 
     assert r.retval == (ret or struct.unpack("<I", PKT[14 + off:18 + off])[0])
 
 
+def test_skb_load_bytes_in_a_flow_dissector_test_run_is_efault(host):
+    """Flow dissector test runs have no skb: bpf_flow_dissector_load_bytes
+    fails and clears the buffer."""
+    from userbpf.uapi import ProgType
+    code = prog(stack_fill(-8, -1), unchecked(call(SKB_LOAD_BYTES, 0, Fp(-8), 4)), r7_is_r0(),
+                ret=[isa.BPF_LDX_MEM(isa.Size.DW, 0, 10, -8),
+                     isa.BPF_ALU64_IMM(isa.AluOp.RSH, 0, 16),
+                     isa.BPF_ALU64_REG(isa.AluOp.ADD, 0, 7)])
+    a = mine(ProgType.FLOW_DISSECTOR, code, PKT)
+    b = theirs(host, ProgType.FLOW_DISSECTOR, code, PKT)
+    assert a.retval == b.retval == (0xffff0000 + neg(EFAULT)) & 0xffffffff
+
+
 @pytest.mark.parametrize("off,n,flags,ret", [
     (0, 8, 0, 0), (58, 8, 0, 0), (59, 8, 0, neg(EFAULT)), (62, 4, RECOMPUTE_CSUM, 0),
     (0, 4, INVALIDATE_HASH, 0), (0, 4, RECOMPUTE_CSUM | INVALIDATE_HASH, 0),

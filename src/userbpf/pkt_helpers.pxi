@@ -31,7 +31,10 @@
 #   too, so only "non-zero, stable within a run, new per run" is comparable).
 # - XDP fragments (packets longer than a page minus head- and tailroom)
 #   are not visible to these helpers: bpf_xdp_get_buff_len and
-#   bpf_xdp_load/store_bytes see the linear part only.
+#   bpf_xdp_load/store_bytes see the linear part only, bpf_xdp_adjust_tail
+#   moves the linear end (the kernel's moves the last fragment's).
+# - skb->csum of CHECKSUM_COMPLETE test runs (BPF_F_TEST_SKB_CHECKSUM_COMPLETE)
+#   is not kept: ubpf_pkt has no field for it yet.
 
 cdef extern from *:
     """
@@ -292,11 +295,27 @@ cdef extern from *:
 
     /* ---- skb helpers --------------------------------------------------------- */
 
+    /* A flow dissector's test run: a packet (of no skb or XDP kind) and no
+       skb behind the context. */
+    static inline int ubpf_is_flow_dissector(const vm_run *run, uint64_t ctx) {
+        const ubpf_pkt *p = (const ubpf_pkt *)run->pkt_state;
+        return p != NULL && ctx != 0 && ctx == run->ctx && p->kind == UBPF_PKT_NONE;
+    }
+
     /* 26: long bpf_skb_load_bytes(const void *skb, u32 offset, void *to, u32 len) */
     static uint64_t ubpf_skb_load_bytes(uint64_t r1, uint64_t r2, uint64_t r3, uint64_t r4,
                                         uint64_t r5, vm_run *run, void *d) {
-        ubpf_pkt *p = ubpf_pkt_arg(run, r1, UBPF_PKT_SKB);
+        ubpf_pkt *p;
         uint32_t off = (uint32_t)r2, len = (uint32_t)r4;
+        if (ubpf_is_flow_dissector(run, r1)) {
+            /* bpf_flow_dissector_load_bytes reads ctx->skb, which test runs
+               leave NULL: always -EFAULT, `to` cleared */
+            if (!vm_access_ok(run, r3, len, 1))
+                return ubpf_pkt_bad_ptr(run, r3, len, 1);
+            memset((void *)(uintptr_t)r3, 0, len);
+            return ubpf_err(EFAULT);
+        }
+        p = ubpf_pkt_arg(run, r1, UBPF_PKT_SKB);
         if (p == NULL)
             return 0;
         if (!vm_access_ok(run, r3, len, 1))
@@ -324,7 +343,7 @@ cdef extern from *:
             return ubpf_err(EFAULT);
         memmove(ubpf_data(p) + off, (const void *)(uintptr_t)r3, len);
         /* BPF_F_RECOMPUTE_CSUM updates skb->csum of CHECKSUM_COMPLETE skbs
-           only; test-run skbs are CHECKSUM_NONE */
+           only: not kept here yet (see the top of this file) */
         if (r5 & UBPF_F_INVALIDATE_HASH)
             ubpf_skb_set_hash(p, 0, 0);
         return 0;
