@@ -25,6 +25,7 @@ from pktprog import (
     XDP_STORE_BYTES, arp, both, call, ctx_load, inet_csum, mine, neg, ones_sum, prog,
     rfc1624, stack_fill, tcp4, tcp6, theirs, udp4, unchecked)
 from userbpf import isa
+from userbpf.uapi import ProgType
 
 pytestmark = pytest.mark.kernel
 
@@ -75,19 +76,19 @@ def test_skb_load_bytes(host, off, n, ret):
     assert r.data_out[:8] == want
 
 
+@pytest.mark.parametrize("prog_type", [SOCKET_FILTER, ProgType.LWT_IN])
 @pytest.mark.parametrize("off,ret", [(0, 0), (48, 0), (49, neg(EFAULT))])
-def test_skb_load_bytes_socket_filter_counts_from_the_network_header(host, off, ret):
-    # socket filters' skb->data is the IP header: 52 bytes after eth_type_trans
+def test_skb_load_bytes_l3_types_count_from_the_network_header(host, prog_type, off, ret):
+    # their skb->data is the IP header: 52 bytes after eth_type_trans
     code = prog(stack_fill(-8, 0), call(SKB_LOAD_BYTES, off, Fp(-8), 4),
                 ret=[isa.BPF_LDX_MEM(isa.Size.W, 0, 10, -8)])
-    r = both(host, SOCKET_FILTER, code, PKT)
+    r = both(host, prog_type, code, PKT)
     assert r.retval == (ret or struct.unpack("<I", PKT[14 + off:18 + off])[0])
 
 
 def test_skb_load_bytes_in_a_flow_dissector_test_run_is_efault(host):
     """Flow dissector test runs have no skb: bpf_flow_dissector_load_bytes
     fails and clears the buffer."""
-    from userbpf.uapi import ProgType
     code = prog(stack_fill(-8, -1), unchecked(call(SKB_LOAD_BYTES, 0, Fp(-8), 4)), r7_is_r0(),
                 ret=[isa.BPF_LDX_MEM(isa.Size.DW, 0, 10, -8),
                      isa.BPF_ALU64_IMM(isa.AluOp.RSH, 0, 16),
