@@ -103,6 +103,13 @@ cdef extern from *:
     #define UBPF_SKB_COOKIE_SLOT UBPF_CTX_OPTVAL_END
     #define UBPF_SKB_HASH_VALID 1ull       /* skb->l4_hash || skb->sw_hash */
     #define UBPF_SKB_ENCAP 2ull            /* skb->encapsulation */
+    #define UBPF_SKB_TRANS_SET 4ull        /* skb_transport_header_was_set */
+    #define UBPF_SKB_HEAD_SET 8ull         /* the kernel's headroom is tracked */
+    #define UBPF_SKB_HEAD_SHIFT 8          /* bits 8..31: the kernel skb's headroom */
+    #define UBPF_SKB_TRANS_SHIFT 32        /* bits 32..63: the transport header's
+                                              offset from data (s32) */
+    #define UBPF_NET_SKB_PAD 64            /* skb_cow rounds a reallocation's extra
+                                              headroom up to this */
 
     static inline uint64_t ubpf_err(int e) { return (uint64_t)(int64_t)-e; }
 
@@ -160,6 +167,72 @@ cdef extern from *:
 
     static inline uint64_t *ubpf_skb_state(ubpf_pkt *p) { return &p->ptrs[UBPF_SKB_STATE_SLOT]; }
 
+    static inline int32_t ubpf_skb_trans_off(ubpf_pkt *p) {
+        return (int32_t)(uint32_t)(*ubpf_skb_state(p) >> UBPF_SKB_TRANS_SHIFT);
+    }
+    static inline void ubpf_skb_set_trans_off(ubpf_pkt *p, int64_t off) {
+        uint64_t *st = ubpf_skb_state(p);
+        *st = (*st & 0xffffffffull) | UBPF_SKB_TRANS_SET
+              | ((uint64_t)(uint32_t)(int32_t)off << UBPF_SKB_TRANS_SHIFT);
+    }
+
+    /* The headroom the kernel's skb would have: where it starts the test
+       run (data's place in the buffer before any helper moved it), then
+       grown by reallocations and moved by pushes and pulls. */
+    static inline uint64_t ubpf_skb_headroom(ubpf_pkt *p) {
+        uint64_t *st = ubpf_skb_state(p);
+        if (!(*st & UBPF_SKB_HEAD_SET))
+            *st |= UBPF_SKB_HEAD_SET | ((uint64_t)(ubpf_data(p) - p->buf) << UBPF_SKB_HEAD_SHIFT);
+        return (*st >> UBPF_SKB_HEAD_SHIFT) & 0xffffff;
+    }
+    static inline void ubpf_skb_set_headroom(ubpf_pkt *p, uint64_t h) {
+        uint64_t *st = ubpf_skb_state(p);
+        *st = (*st & ~(0xffffffull << UBPF_SKB_HEAD_SHIFT)) | UBPF_SKB_HEAD_SET
+              | ((h & 0xffffff) << UBPF_SKB_HEAD_SHIFT);
+    }
+
+    /* ubpf_pkt_arg for skb helpers; the kernel's headroom is read before
+       anything can move the packet */
+    static inline ubpf_pkt *ubpf_skb_arg(vm_run *run, uint64_t ctx) {
+        ubpf_pkt *p = ubpf_pkt_arg(run, ctx, UBPF_PKT_SKB);
+        if (p != NULL)
+            ubpf_skb_headroom(p);
+        return p;
+    }
+
+    /* skb_cow / skb_cow_head(skb, need): when the kernel's headroom is
+       short it reallocates with ALIGN(shortfall, NET_SKB_PAD) more, and
+       skb_headers_offset_update adds that to every header offset, even the
+       unset transport header (~0): it wraps to nhead - 1 and counts as set
+       from then on (bpf_skb_change_tail's minimum length sees it). */
+    static void ubpf_skb_cow_head(ubpf_pkt *p, uint64_t need) {
+        uint64_t head = ubpf_skb_headroom(p), nhead;
+        if (need <= head)
+            return;
+        nhead = (need - head + UBPF_NET_SKB_PAD - 1) & ~(uint64_t)(UBPF_NET_SKB_PAD - 1);
+        if (!(*ubpf_skb_state(p) & UBPF_SKB_TRANS_SET))
+            ubpf_skb_set_trans_off(p, -(int64_t)head - 1);
+        ubpf_skb_set_headroom(p, head + nhead);
+    }
+
+    /* data moved by delta bytes (negative: pushed): the kernel's headroom
+       follows; a set transport header stays where it is, so its offset from
+       data changes (mac and network headers move with data) */
+    static inline void ubpf_skb_data_moved(ubpf_pkt *p, int64_t delta) {
+        ubpf_skb_set_headroom(p, (uint64_t)((int64_t)ubpf_skb_headroom(p) + delta));
+        if (*ubpf_skb_state(p) & UBPF_SKB_TRANS_SET)
+            ubpf_skb_set_trans_off(p, (int64_t)ubpf_skb_trans_off(p) - delta);
+    }
+
+    /* __bpf_skb_min_len as the live kernel answers: the transport header's
+       offset when one is set and positive, else the network header's
+       (test-run skbs are never CHECKSUM_PARTIAL) */
+    static inline uint64_t ubpf_skb_min_len(ubpf_pkt *p) {
+        if ((*ubpf_skb_state(p) & UBPF_SKB_TRANS_SET) && ubpf_skb_trans_off(p) > 0)
+            return (uint64_t)ubpf_skb_trans_off(p);
+        return ubpf_skb_net_off(p);
+    }
+
     static inline void ubpf_skb_set_hash(ubpf_pkt *p, uint32_t hash, int valid) {
         memcpy(p->uapi + UBPF_SKB_HASH_OFF, &hash, 4);
         if (valid)
@@ -170,19 +243,28 @@ cdef extern from *:
 
     /* Make room for `head` more bytes before data and `tail` more after
        data_end. The kernel reallocates the skb when a side is short; here
-       the packet moves inside its buffer (leaving the spare room split
-       between both sides), or -ENOMEM when the buffer is too small.
-       Packet pointers are invalid after either, so the move is not seen. */
+       the packet moves inside its buffer, or -ENOMEM when the buffer is too
+       small. It moves to the headroom the kernel's skb has (after skb_cow's
+       reallocation, when there is one) as far as the buffer allows, and the
+       bytes after it move along: the kernel's stale bytes past the tail stay
+       behind its packet too (bpf_skb_adjust_room can read them). Packet
+       pointers are invalid after either, so the move itself is not seen. */
     static int ubpf_skb_room(ubpf_pkt *p, uint64_t head, uint64_t tail) {
         uint8_t *data = ubpf_data(p), *end = ubpf_end(p), *hard_end = ubpf_hard_end(p);
         uint64_t len = (uint64_t)(end - data), space = (uint64_t)(hard_end - p->buf);
+        uint64_t want = ubpf_skb_headroom(p), span;
         uint8_t *to;
         if (head > space || tail > space - head || len > space - head - tail)
             return -ENOMEM;
         if ((uint64_t)(data - p->buf) >= head && (uint64_t)(hard_end - end) >= tail)
             return 0;
-        to = p->buf + head + (space - head - tail - len) / 2;
-        memmove(to, data, len);
+        if (head > want)
+            want += (head - want + UBPF_NET_SKB_PAD - 1) & ~(uint64_t)(UBPF_NET_SKB_PAD - 1);
+        if (want > space - tail - len)
+            want = space - tail - len;
+        to = p->buf + want;
+        span = (uint64_t)(hard_end - (to > data ? to : data));
+        memmove(to, data, span);
         p->ptrs[UBPF_CTX_PKT] = (uint64_t)(uintptr_t)to;
         p->ptrs[UBPF_CTX_PKT_END] = (uint64_t)(uintptr_t)(to + len);
         p->ptrs[UBPF_CTX_PKT_META] = (uint64_t)(uintptr_t)to;
@@ -315,7 +397,7 @@ cdef extern from *:
             memset((void *)(uintptr_t)r3, 0, len);
             return ubpf_err(EFAULT);
         }
-        p = ubpf_pkt_arg(run, r1, UBPF_PKT_SKB);
+        p = ubpf_skb_arg(run, r1);
         if (p == NULL)
             return 0;
         if (!vm_access_ok(run, r3, len, 1))
@@ -331,7 +413,7 @@ cdef extern from *:
     /* 9: long bpf_skb_store_bytes(skb, u32 offset, const void *from, u32 len, u64 flags) */
     static uint64_t ubpf_skb_store_bytes(uint64_t r1, uint64_t r2, uint64_t r3, uint64_t r4,
                                          uint64_t r5, vm_run *run, void *d) {
-        ubpf_pkt *p = ubpf_pkt_arg(run, r1, UBPF_PKT_SKB);
+        ubpf_pkt *p = ubpf_skb_arg(run, r1);
         uint32_t off = (uint32_t)r2, len = (uint32_t)r4;
         if (p == NULL)
             return 0;
@@ -362,7 +444,7 @@ cdef extern from *:
     /* 10: long bpf_l3_csum_replace(skb, u32 offset, u64 from, u64 to, u64 flags) */
     static uint64_t ubpf_l3_csum_replace(uint64_t r1, uint64_t r2, uint64_t r3, uint64_t r4,
                                          uint64_t r5, vm_run *run, void *d) {
-        ubpf_pkt *p = ubpf_pkt_arg(run, r1, UBPF_PKT_SKB);
+        ubpf_pkt *p = ubpf_skb_arg(run, r1);
         uint8_t *field;
         uint16_t sum;
         int err;
@@ -398,7 +480,7 @@ cdef extern from *:
        the same way with or without them. */
     static uint64_t ubpf_l4_csum_replace(uint64_t r1, uint64_t r2, uint64_t r3, uint64_t r4,
                                          uint64_t r5, vm_run *run, void *d) {
-        ubpf_pkt *p = ubpf_pkt_arg(run, r1, UBPF_PKT_SKB);
+        ubpf_pkt *p = ubpf_skb_arg(run, r1);
         int mangled0 = (r5 & UBPF_F_MARK_MANGLED_0) != 0, enforce = (r5 & UBPF_F_MARK_ENFORCE) != 0;
         uint8_t *field;
         uint16_t sum;
@@ -438,7 +520,7 @@ cdef extern from *:
        head_room zero bytes in front; they become the MAC header. */
     static uint64_t ubpf_skb_change_head(uint64_t r1, uint64_t r2, uint64_t r3, uint64_t r4,
                                          uint64_t r5, vm_run *run, void *d) {
-        ubpf_pkt *p = ubpf_pkt_arg(run, r1, UBPF_PKT_SKB);
+        ubpf_pkt *p = ubpf_skb_arg(run, r1);
         uint32_t room = (uint32_t)r2, len, new_len;
         uint64_t net;
         uint8_t *data;
@@ -452,8 +534,10 @@ cdef extern from *:
         net = ubpf_skb_net_off(p);
         err = ubpf_skb_room(p, room, 0);
         if (err == 0) {
+            ubpf_skb_cow_head(p, room);
             data = ubpf_data(p) - room;
             memset(data, 0, room);
+            ubpf_skb_data_moved(p, -(int64_t)room);
             /* skb_reset_mac_header + skb_reset_mac_len */
             p->l2 = 1;
             p->mac_len = (uint32_t)(net + room);
@@ -468,16 +552,14 @@ cdef extern from *:
        with zero bytes. */
     static uint64_t ubpf_skb_change_tail(uint64_t r1, uint64_t r2, uint64_t r3, uint64_t r4,
                                          uint64_t r5, vm_run *run, void *d) {
-        ubpf_pkt *p = ubpf_pkt_arg(run, r1, UBPF_PKT_SKB);
+        ubpf_pkt *p = ubpf_skb_arg(run, r1);
         uint32_t new_len = (uint32_t)r2;
         uint64_t len;
         int err = 0;
         if (p == NULL)
             return 0;
         len = ubpf_len(p);
-        /* the minimum is the network header's offset (test-run skbs have
-           no transport header set and no CHECKSUM_PARTIAL) */
-        if (r3 != 0 || new_len > UBPF_SKB_MAX_LEN || new_len < ubpf_skb_net_off(p))
+        if (r3 != 0 || new_len > UBPF_SKB_MAX_LEN || new_len < ubpf_skb_min_len(p))
             return ubpf_err(EINVAL);
         if (*ubpf_skb_state(p) & UBPF_SKB_ENCAP)
             return ubpf_err(UBPF_ENOTSUPP);
@@ -497,7 +579,7 @@ cdef extern from *:
        only a length past the packet fails. */
     static uint64_t ubpf_skb_pull_data(uint64_t r1, uint64_t r2, uint64_t r3, uint64_t r4,
                                        uint64_t r5, vm_run *run, void *d) {
-        ubpf_pkt *p = ubpf_pkt_arg(run, r1, UBPF_PKT_SKB);
+        ubpf_pkt *p = ubpf_skb_arg(run, r1);
         if (p == NULL)
             return 0;
         ubpf_pkt_sync(run, p);
@@ -518,6 +600,7 @@ cdef extern from *:
         int err = ubpf_skb_room(p, len, 0);
         if (err)
             return err;
+        ubpf_skb_cow_head(p, len);
         if (encap) {
             if ((flags & UBPF_F_ADJ_ROOM_ENCAP_L3_MASK) == UBPF_F_ADJ_ROOM_ENCAP_L3_MASK)
                 return -EINVAL;
@@ -530,12 +613,23 @@ cdef extern from *:
             if (inner_mac_len > len)
                 return -EINVAL;
         }
+        /* off may pass the packet's end (a trimmed packet); the kernel then
+           moves the stale bytes after it. Never past the buffer here. */
+        if (off > (uint64_t)(p->buf + p->cap - ubpf_data(p)))
+            return -EFAULT;
         data = ubpf_data(p) - len;
         memmove(data, data + len, off);
         memset(data + off, 0, len);
         p->ptrs[UBPF_CTX_PKT] = (uint64_t)(uintptr_t)data;
+        /* mac and network headers move with data (mac_len is unchanged); a
+           transport header stays (it is never the network header's here) */
+        ubpf_skb_data_moved(p, -(int64_t)len);
         if (encap) {
             *ubpf_skb_state(p) |= UBPF_SKB_ENCAP;
+            /* a UDP or GRE tunnel header follows the new outer L3 header */
+            if (flags & (UBPF_F_ADJ_ROOM_ENCAP_L4_GRE | UBPF_F_ADJ_ROOM_ENCAP_L4_UDP))
+                ubpf_skb_set_trans_off(p, p->mac_len +
+                                       ((flags & UBPF_F_ADJ_ROOM_ENCAP_L3_IPV6) ? 40 : 20));
             /* skb->protocol follows the new outer L3 header */
             if (proto == UBPF_ETH_P_IP && (flags & UBPF_F_ADJ_ROOM_ENCAP_L3_IPV6))
                 ubpf_skb_set_proto(p, UBPF_ETH_P_IPV6);
@@ -556,6 +650,7 @@ cdef extern from *:
             return -ENOMEM;
         memmove(data + len, data, off);
         p->ptrs[UBPF_CTX_PKT] = (uint64_t)(uintptr_t)(data + len);
+        ubpf_skb_data_moved(p, (int64_t)len);
         if (proto == UBPF_ETH_P_IP && (flags & UBPF_F_ADJ_ROOM_DECAP_L3_IPV6))
             ubpf_skb_set_proto(p, UBPF_ETH_P_IPV6);
         else if (proto == UBPF_ETH_P_IPV6 && (flags & UBPF_F_ADJ_ROOM_DECAP_L3_IPV4))
@@ -566,7 +661,7 @@ cdef extern from *:
     /* 50: long bpf_skb_adjust_room(skb, s32 len_diff, u32 mode, u64 flags) */
     static uint64_t ubpf_skb_adjust_room(uint64_t r1, uint64_t r2, uint64_t r3, uint64_t r4,
                                          uint64_t r5, vm_run *run, void *d) {
-        ubpf_pkt *p = ubpf_pkt_arg(run, r1, UBPF_PKT_SKB);
+        ubpf_pkt *p = ubpf_skb_arg(run, r1);
         int32_t diff = (int32_t)r2;
         uint32_t mode = (uint32_t)r3, abs_diff = diff < 0 ? (uint32_t)-(int64_t)diff : (uint32_t)diff;
         uint64_t flags = r4, off, len, len_cur, len_min;
@@ -610,7 +705,7 @@ cdef extern from *:
     /* 46: u64 bpf_get_socket_cookie(skb): the test run's socket's cookie */
     static uint64_t ubpf_get_socket_cookie(uint64_t r1, uint64_t r2, uint64_t r3, uint64_t r4,
                                            uint64_t r5, vm_run *run, void *d) {
-        ubpf_pkt *p = ubpf_pkt_arg(run, r1, UBPF_PKT_SKB);
+        ubpf_pkt *p = ubpf_skb_arg(run, r1);
         uint64_t *slot;
         if (p == NULL)
             return 0;
@@ -623,7 +718,7 @@ cdef extern from *:
     /* 34: u32 bpf_get_hash_recalc(skb): skb_get_hash */
     static uint64_t ubpf_get_hash_recalc(uint64_t r1, uint64_t r2, uint64_t r3, uint64_t r4,
                                          uint64_t r5, vm_run *run, void *d) {
-        ubpf_pkt *p = ubpf_pkt_arg(run, r1, UBPF_PKT_SKB);
+        ubpf_pkt *p = ubpf_skb_arg(run, r1);
         uint32_t hash;
         if (p == NULL)
             return 0;
@@ -636,7 +731,7 @@ cdef extern from *:
     /* 48: long bpf_set_hash(skb, u32 hash): a software hash, kept until cleared */
     static uint64_t ubpf_set_hash(uint64_t r1, uint64_t r2, uint64_t r3, uint64_t r4,
                                   uint64_t r5, vm_run *run, void *d) {
-        ubpf_pkt *p = ubpf_pkt_arg(run, r1, UBPF_PKT_SKB);
+        ubpf_pkt *p = ubpf_skb_arg(run, r1);
         if (p != NULL)
             ubpf_skb_set_hash(p, (uint32_t)r2, 1);
         return 0;
@@ -645,7 +740,7 @@ cdef extern from *:
     /* 41: long bpf_set_hash_invalid(skb): skb_clear_hash (recomputed on demand) */
     static uint64_t ubpf_set_hash_invalid(uint64_t r1, uint64_t r2, uint64_t r3, uint64_t r4,
                                           uint64_t r5, vm_run *run, void *d) {
-        ubpf_pkt *p = ubpf_pkt_arg(run, r1, UBPF_PKT_SKB);
+        ubpf_pkt *p = ubpf_skb_arg(run, r1);
         if (p != NULL)
             ubpf_skb_set_hash(p, 0, 0);
         return 0;
