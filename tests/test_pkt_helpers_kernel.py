@@ -308,6 +308,31 @@ def test_skb_change_tail_grows_with_zeros_after_a_trim(host):
     assert r.data_out == PKT[:40] + bytes(26)
 
 
+# bpf_skb_change_tail's minimum length after the kernel reallocated the head:
+# skb_cow grows the headroom (64) by ALIGN(shortfall, 64) and shifts every
+# header offset, so the unset transport header (~0) wraps to a small offset
+# and counts as set; a positive one is the minimum, else the network offset.
+@pytest.mark.parametrize("pre,min_len,at_min", [
+    ([call(SKB_CHANGE_HEAD, 64, 0)], 78, 0),                  # no reallocation
+    ([call(SKB_CHANGE_HEAD, 65, 0)], 79, 0),                  # transport offset 0
+    ([call(SKB_CHANGE_HEAD, 66, 0)], 1, 0),
+    ([call(SKB_CHANGE_HEAD, 70, 0)], 5, 0),
+    ([call(SKB_CHANGE_HEAD, 70, 0), call(SKB_ADJUST_ROOM, -4, ADJ_MAC, 0)], 1, 0),
+    ([call(SKB_CHANGE_HEAD, 70, 0), call(SKB_ADJUST_ROOM, -5, ADJ_MAC, 0)], 84, 0),
+    ([call(SKB_ADJUST_ROOM, 66, ADJ_MAC, 0)], 1, 0),
+    ([call(SKB_CHANGE_HEAD, 30, 0), call(SKB_CHANGE_HEAD, 40, 0)], 5, 0),
+    # a UDP tunnel sets the transport header after the new outer IPv4 header;
+    # the encapsulated skb then refuses to change its tail
+    ([call(SKB_ADJUST_ROOM, 28, ADJ_MAC, ENCAP_IPV4 | ENCAP_UDP)], 34, neg(ENOTSUPP)),
+    ([call(SKB_ADJUST_ROOM, 48, ADJ_MAC, ENCAP_IPV6 | ENCAP_GRE)], 54, neg(ENOTSUPP)),
+])
+def test_skb_change_tail_minimum_after_head_changes(host, pre, min_len, at_min):
+    for n, ret in [(min_len - 1, neg(EINVAL)), (min_len, at_min)]:
+        if n < 0:
+            continue
+        assert both(host, TC, prog(*pre, call(SKB_CHANGE_TAIL, n, 0)), PKT).retval == ret
+
+
 @pytest.mark.parametrize("n,ret", [(0, 0), (1, 0), (66, 0), (67, neg(ENOMEM)),
                                    (0xffffffff, neg(ENOMEM))])
 def test_skb_pull_data(host, n, ret):
