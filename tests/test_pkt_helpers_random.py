@@ -1,6 +1,6 @@
 """Random sequences of packet-helper calls, userbpf against the live kernel.
 
-Each program makes 1-8 helper calls with random arguments (edge values
+Each program (tc, LWT xmit or XDP) makes 1-8 helper calls with random arguments (edge values
 included) on a random packet; every call's result is folded into r7
 (r7 = r7 * 31 + r0) and the program returns r7, so the retval pins each
 result. retval and data_out must be equal on both sides.
@@ -19,7 +19,7 @@ import random
 import pytest
 
 from pktprog import (
-    CTX, ETH_MACS, Fp, L3_CSUM_REPLACE, L4_CSUM_REPLACE, SET_HASH, SET_HASH_INVALID,
+    CTX, ETH_MACS, LWT_XMIT, Fp, L3_CSUM_REPLACE, L4_CSUM_REPLACE, SET_HASH, SET_HASH_INVALID,
     SKB_ADJUST_ROOM, SKB_CHANGE_HEAD, SKB_CHANGE_TAIL, SKB_HASH, SKB_LEN, SKB_LOAD_BYTES,
     SKB_PROTOCOL, SKB_PULL_DATA, SKB_STORE_BYTES, TC, XDP, XDP_ADJUST_HEAD, XDP_ADJUST_META,
     XDP_ADJUST_TAIL, XDP_GET_BUFF_LEN, XDP_LOAD_BYTES, XDP_STORE_BYTES, arp, call, mine,
@@ -70,13 +70,17 @@ def assemble(rng: random.Random, calls: list, tail: list) -> list:
                                                         isa.BPF_EXIT_INSN()]
 
 
-def skb_calls(rng: random.Random, pkt: bytes) -> list:
+SKB_OPS = {TC: ["store", "load", "l3", "l4", "head", "tail", "room", "room", "pull", "hash"],
+           LWT_XMIT: ["store", "load", "l3", "l4", "head", "tail", "pull", "hash"]}
+
+
+def skb_calls(rng: random.Random, pkt: bytes, prog_type: int = TC) -> list:
     cap = 64 + ((len(pkt) + 7) & ~7)             # what userbpf's skb buffer can hold
-    bound = len(pkt)                             # the packet's length can be at most this
+    # the packet's length can be at most bound (LWT: from the network header)
+    bound = len(pkt) if prog_type == TC else len(pkt) - 14
     calls = []
     for _ in range(rng.randrange(1, 9)):
-        op = rng.choice(["store", "load", "l3", "l4", "head", "tail", "room", "room",
-                         "pull", "hash"])
+        op = rng.choice(SKB_OPS[prog_type])
         if op == "store":
             c = call(SKB_STORE_BYTES, offset(rng, bound), Fp(rng.choice([-8, -16])),
                      rng.randrange(1, 9), rng.choice([0, 0, 1, 2, 3, 4]))
@@ -112,8 +116,8 @@ def skb_calls(rng: random.Random, pkt: bytes) -> list:
         elif op == "pull":
             c = call(SKB_PULL_DATA, rng.randrange(0, bound + 4))
         else:
-            c = call(SET_HASH, rng.getrandbits(32)) if rng.random() < 0.6 else \
-                call(SET_HASH_INVALID)
+            c = call(SET_HASH, rng.getrandbits(32)) \
+                if rng.random() < 0.6 and prog_type == TC else call(SET_HASH_INVALID)
         calls.append(c)
     return calls
 
@@ -148,9 +152,10 @@ def case(seed: int):
     """(prog_type, packet, calls, tail, rng for assemble) of one seed."""
     rng = random.Random(seed)
     pkt = packet(rng)
-    prog_type = rng.choice([TC, TC, XDP])
-    calls = (skb_calls if prog_type == TC else xdp_calls)(rng, pkt)
-    return prog_type, pkt, calls, SKB_TAIL if prog_type == TC else [], rng
+    prog_type = rng.choice([TC, TC, TC, LWT_XMIT, XDP, XDP])
+    if prog_type == XDP:
+        return prog_type, pkt, xdp_calls(rng, pkt), [], rng
+    return prog_type, pkt, skb_calls(rng, pkt, prog_type), SKB_TAIL, rng
 
 
 def check(host, seed: int) -> None:
