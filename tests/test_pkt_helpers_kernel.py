@@ -462,7 +462,7 @@ def test_get_hash_recalc_computes_a_stable_nonzero_hash(host, before):
     assert both(host, TC, code, PKT).retval == 0
 
 
-@pytest.mark.parametrize("prog_type", [TC, SOCKET_FILTER])
+@pytest.mark.parametrize("prog_type", [TC, SOCKET_FILTER, ProgType.CGROUP_SKB])
 def test_get_socket_cookie_of_the_test_run_socket(host, prog_type):
     assert both(host, prog_type, same_nonzero(GET_SOCKET_COOKIE), PKT).retval == 1
 
@@ -569,6 +569,7 @@ def test_xdp_store_bytes(host, off, n, ret):
 @pytest.mark.parametrize("prog_type,flags,ret", [
     (XDP, 0, 4), (XDP, 1, 0), (XDP, 1 << 40, 0),
     (TC, 0, 7), (TC, 1, 7), (TC, 2, 2), (TC, 1 << 31, 2), (TC, 1 << 40, 2),
+    (LWT_XMIT, 0, 7), (LWT_XMIT, 4, 2),
 ])
 def test_redirect_verdict(host, prog_type, flags, ret):
     code = prog(unchecked(call(REDIRECT, 1, flags, ctx=False)))
