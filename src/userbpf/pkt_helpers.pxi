@@ -14,6 +14,13 @@
 # they call ubpf_pkt_sync so that the program's packet region, LD_ABS and
 # __sk_buff.len follow.
 #
+# The skb helpers also model what the kernel's skb would look like where the
+# kernel shows it: its headroom (64 bytes for tc test runs) grows by
+# ALIGN(shortfall, NET_SKB_PAD) when skb_cow reallocates, which shifts the
+# unset transport header into a "set" one (bpf_skb_change_tail's minimum
+# length follows it); tunnel encapsulation sets the transport header and
+# skb->encapsulation; set_hash / set_hash_invalid keep skb->sw_hash.
+#
 # Where userbpf differs from the kernel (documented, tested):
 # - the kernel reallocates an skb that has to grow past its buffer; here the
 #   packet moves inside the buffer test_run gave it and, when that is full,
@@ -35,6 +42,8 @@
 #   moves the linear end (the kernel's moves the last fragment's).
 # - skb->csum of CHECKSUM_COMPLETE test runs (BPF_F_TEST_SKB_CHECKSUM_COMPLETE)
 #   is not kept: ubpf_pkt has no field for it yet.
+# - bpf_redirect_map: device, CPU and XSK maps hold nothing in userbpf yet,
+#   so only the verdict logic is here (flags' fallback action, BPF_F_BROADCAST).
 
 cdef extern from *:
     """
