@@ -513,6 +513,25 @@ def test_xdp_adjust_meta_shrinks_back(host):
                 PKT).retval == neg(EINVAL)
 
 
+@pytest.mark.parametrize("meta", [8, 32])
+@pytest.mark.parametrize("code", [
+    lambda m: prog(call(XDP_ADJUST_HEAD, -(216 - m))),
+    lambda m: prog(call(XDP_ADJUST_HEAD, -(217 - m))),
+    lambda m: prog(call(XDP_ADJUST_META, 4)),
+    lambda m: prog(call(XDP_ADJUST_META, -(216 - m))),
+    lambda m: prog(call(XDP_ADJUST_META, m)),
+    lambda m: prog(call(XDP_ADJUST_HEAD, 20), call(XDP_ADJUST_META, -4)),
+    lambda m: prog(unchecked(call(XDP_GET_BUFF_LEN))),
+])
+def test_xdp_helpers_with_metadata_from_ctx_in(host, meta, code):
+    """ctx_in's xdp_md.data is a metadata length: the helpers start from it,
+    and ctx_out's data / data_end follow them."""
+    ctx = struct.pack("<6I", meta, len(PKT), 0, 0, 0, 0)
+    a = mine(XDP, code(meta), PKT, ctx=ctx)
+    b = theirs(host, XDP, code(meta), PKT, ctx_in=ctx)
+    assert (a.retval, a.data_out, a.ctx_out) == (b.retval, b.data_out, b.ctx_out)
+
+
 # XDP test runs: a 4096-byte frame, 256 headroom, 320 tailroom
 XDP_MAX = 4096 - 256 - 320
 
