@@ -392,12 +392,17 @@ PROTOS: Dict[int, Proto] = dict([
     _p(F.get_socket_cookie, RET_INTEGER, ARG_PTR_TO_CTX),
     _p(F.get_hash_recalc, RET_INTEGER, ARG_PTR_TO_CTX),
     _p(F.set_hash, RET_INTEGER, *_CTX_ANY),
+    _p(F.set_hash_invalid, RET_INTEGER, ARG_PTR_TO_CTX),
     _p(F.redirect, RET_INTEGER, ARG_ANYTHING, ARG_ANYTHING),
     _p(F.redirect_map, RET_INTEGER, ARG_CONST_MAP_PTR, ARG_ANYTHING, ARG_ANYTHING),
     # XDP
     _p(F.xdp_adjust_head, RET_INTEGER, *_CTX_ANY),
     _p(F.xdp_adjust_tail, RET_INTEGER, *_CTX_ANY),
     _p(F.xdp_adjust_meta, RET_INTEGER, *_CTX_ANY),
+    _p(F.xdp_get_buff_len, RET_INTEGER, ARG_PTR_TO_CTX),
+    _p(F.xdp_load_bytes, RET_INTEGER, ARG_PTR_TO_CTX, ARG_ANYTHING, ARG_PTR_TO_UNINIT_MEM,
+       ARG_CONST_SIZE),
+    _p(F.xdp_store_bytes, RET_INTEGER, ARG_PTR_TO_CTX, ARG_ANYTHING, _RO_MEM, ARG_CONST_SIZE),
 ])
 
 # (prog_type, helper id) -> the proto that type gets instead of PROTOS[id].

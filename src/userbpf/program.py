@@ -376,6 +376,10 @@ class Program:
         if status == _vm.STATUS_ERR_TAIL_CALL:
             return HelperError("bpf_tail_call in a callback (bpf_loop, "
                                "bpf_for_each_map_elem...) is not supported yet", pc, text)
+        if status == _vm.STATUS_ERR_CTX and size == 0:      # from a context helper
+            return HelperError(f"helper called with r1={addr:#x}, which is not this run's "
+                               "context (or not a packet of the kind the helper works on)",
+                               pc, text)
         if status == _vm.STATUS_ERR_CTX:
             return MemoryAccessError(
                 f"context {access} of {size} bytes through {addr:#x}, which is not the "

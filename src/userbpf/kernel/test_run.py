@@ -52,6 +52,7 @@ NET_SKB_PAD = 64                 # max(32, L1_CACHE_BYTES) on x86_64
 NET_IP_ALIGN = 0                 # x86_64
 SKB_SHINFO_SIZE = 320            # SKB_DATA_ALIGN(sizeof(struct skb_shared_info))
 XDP_PACKET_HEADROOM = 256
+BPF_SKB_MAX_LEN = 16064          # what skb helpers may grow a packet to
 GSO_LEGACY_MAX_SIZE = 65536
 GSO_MAX_SEGS = 65535
 MAX_BPF_FUNC_ARGS = 12
@@ -231,7 +232,8 @@ def _run_skb(program, data_in, ctx_in, ctx_out_wanted, repeat, cpu, flags, batch
     is_l2 = ptype in _L2_TYPES
     if user_ctx is not None and _get(user_ctx, "ifindex") > LOOPBACK_IFINDEX:
         raise bpf_error(errno.ENODEV, "userbpf's test runs have only the loopback device")
-    cap = headroom + _align8(size) + tailroom
+    # room to grow to BPF_SKB_MAX_LEN, where the kernel would reallocate the head
+    cap = headroom + max(_align8(size), BPF_SKB_MAX_LEN) + tailroom
     buf = bytearray(cap)
     buf[headroom:headroom + size] = data
     protocol, pkt_type = eth_type_trans(data)
