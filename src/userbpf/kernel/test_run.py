@@ -250,18 +250,13 @@ def _run_skb(program, data_in, ctx_in, ctx_out_wanted, repeat, cpu, flags, batch
         if size - ETH_HLEN < need:
             raise bpf_error(errno.EINVAL, f"an {'IPv4' if need == 20 else 'IPv6'} frame "
                                           f"needs {need} bytes of IP header")
-    if protocol == ETH_P_IP:
-        _put(ctx, "family", AF_INET)
-        if size - ETH_HLEN >= 20:
-            ip = data[ETH_HLEN:]
-            ctx[_SKB["local_ip4"][0]:_SKB["local_ip4"][0] + 4] = ip[12:16]
-            ctx[_SKB["remote_ip4"][0]:_SKB["remote_ip4"][0] + 4] = ip[16:20]
-    elif protocol == ETH_P_IPV6:
-        _put(ctx, "family", AF_INET6)
-        if size - ETH_HLEN >= 40:
-            ip = data[ETH_HLEN:]
-            ctx[_SKB["local_ip6"][0]:_SKB["local_ip6"][0] + 16] = ip[8:24]
-            ctx[_SKB["remote_ip6"][0]:_SKB["remote_ip6"][0] + 16] = ip[24:40]
+    # the test run's socket: __sk_buff.family and the addresses read through it
+    family, local, remote = test_socket_addresses(data)
+    _put(ctx, "family", family)
+    if local is not None:
+        ip6 = "6" if family == AF_INET6 else "4"
+        ctx[_SKB["local_ip" + ip6][0]:_SKB["local_ip" + ip6][0] + len(local)] = local
+        ctx[_SKB["remote_ip" + ip6][0]:_SKB["remote_ip" + ip6][0] + len(remote)] = remote
     start = net - ETH_HLEN if is_l2 else net
     length = headroom + size - start
     if user_ctx is not None:
@@ -515,6 +510,7 @@ def test_run(program, data_in: Optional[bytes] = None, ctx_in: Optional[bytes] =
 
 
 # flow dissector, sk_lookup and syscall programs: kernel/test_run_ctx.py
-from .test_run_ctx import RUNNERS as _CTX_RUNNERS, skb_test_socket  # noqa: E402
+from .test_run_ctx import (RUNNERS as _CTX_RUNNERS, skb_test_socket,  # noqa: E402
+                           test_socket_addresses)
 TEST_RUN_TYPES.update(_CTX_RUNNERS)
 _RAW_REPEAT = frozenset({ProgType.RAW_TRACEPOINT, ProgType.SYSCALL})

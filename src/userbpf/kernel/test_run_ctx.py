@@ -155,11 +155,29 @@ TCP_CLOSE = 7
 ETH_P_IP, ETH_P_IPV6 = 0x0800, 0x86DD
 
 
+def test_socket_addresses(frame: bytes):
+    """``(family, local, remote)`` of an skb test run's socket: AF_INET or
+    AF_INET6 with the IP header's source and destination as
+    bpf_prog_test_run_skb sets them (None where the frame is too short),
+    AF_UNSPEC (0) for other protocols.
+
+    >>> test_socket_addresses(bytes(12) + b"\\x08\\x00" + bytes(12) + bytes([1, 2, 3, 4, 5, 6, 7, 8]))
+    (2, b'\\x01\\x02\\x03\\x04', b'\\x05\\x06\\x07\\x08')
+    """
+    proto = int.from_bytes(frame[12:14], "big")
+    ip = frame[ETH_HLEN:]
+    if proto == ETH_P_IP:
+        return (AF_INET, ip[12:16], ip[16:20]) if len(ip) >= 20 else (AF_INET, None, None)
+    if proto == ETH_P_IPV6:
+        return (AF_INET6, ip[8:24], ip[24:40]) if len(ip) >= 40 else (AF_INET6, None, None)
+    return 0, None, None
+
+
 def skb_test_socket(frame: bytes) -> bytes:
     """The ``struct bpf_sock`` an skb test run's socket reads as (what
     ``__sk_buff.sk`` points to): sk_alloc + sock_init_data with no socket
     (type, protocol, ports 0, state TCP_CLOSE, no rx queue: -1), family and
-    addresses from the frame's IP header as bpf_prog_test_run_skb sets them.
+    addresses from :func:`test_socket_addresses`.
 
     >>> s = skb_test_socket(bytes(12) + b"\\x08\\x00" + bytes.fromhex("45" + "00" * 11)
     ...                     + bytes([10, 0, 0, 1, 10, 0, 0, 2]))
@@ -168,18 +186,12 @@ def skb_test_socket(frame: bytes) -> bytes:
     """
     sk = bytearray(contexts.BPF_SOCK.size)
     o = _BPF_SOCK
-    proto = int.from_bytes(frame[12:14], "big")
-    ip = frame[ETH_HLEN:]
-    if proto == ETH_P_IP:
-        struct.pack_into("<I", sk, o["family"], AF_INET)
-        if len(ip) >= 20:
-            sk[o["src_ip4"]:o["src_ip4"] + 4] = ip[12:16]
-            sk[o["dst_ip4"]:o["dst_ip4"] + 4] = ip[16:20]
-    elif proto == ETH_P_IPV6:
-        struct.pack_into("<I", sk, o["family"], AF_INET6)
-        if len(ip) >= 40:
-            sk[o["src_ip6"]:o["src_ip6"] + 16] = ip[8:24]
-            sk[o["dst_ip6"]:o["dst_ip6"] + 16] = ip[24:40]
+    family, local, remote = test_socket_addresses(frame)
+    struct.pack_into("<I", sk, o["family"], family)
+    if local is not None:
+        src, dst = ("src_ip4", "dst_ip4") if family == AF_INET else ("src_ip6", "dst_ip6")
+        sk[o[src]:o[src] + len(local)] = local
+        sk[o[dst]:o[dst] + len(remote)] = remote
     struct.pack_into("<I", sk, o["state"], TCP_CLOSE)
     struct.pack_into("<i", sk, o["rx_queue_mapping"], -1)
     return bytes(sk)
