@@ -161,3 +161,8 @@ def test_a_converted_access_through_a_non_context_value_faults_at_run_time():
     with pytest.raises(MemoryAccessError) as e:
         Program(src, prog_type=XDP).test_run(bytes(20))
     assert e.value.pc == 9 and "through 0x1234, which is not the context" in str(e.value)
+
+
+def test_the_c_pointer_slots_are_the_contexts_module_s():
+    from userbpf import _vm, contexts
+    assert _vm.CTX_PTR_SLOTS == {k.name: k.value for k in contexts.CtxPtr}

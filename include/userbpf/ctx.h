@@ -6,7 +6,7 @@
  *   [0, uapi_size)              the UAPI struct (__sk_buff, xdp_md, ...) at
  *                               its own offsets: plain fields are read and
  *                               written where the program's struct has them
- *   [ptr_base, ptr_base + 64)   eight 64-bit pointer slots (enum ubpf_ctx_ptr):
+ *   [ptr_base, ptr_base + 88)   eleven 64-bit pointer slots (enum ubpf_ctx_ptr):
  *                               what a load of ctx->data, ctx->data_end, ...
  *                               yields once the load-time conversion has
  *                               rewritten it (ptr_base = uapi_size rounded up to 8)
@@ -33,7 +33,10 @@ enum ubpf_ctx_ptr {
     UBPF_CTX_SOCK2 = 5,
     UBPF_CTX_OPTVAL = 6,
     UBPF_CTX_OPTVAL_END = 7,
-    UBPF_CTX_NPTRS = 8
+    UBPF_CTX_TP_BUFFER = 8,  /* raw_tracepoint_writable args[0] */
+    UBPF_CTX_NF_STATE = 9,   /* bpf_nf_ctx.state */
+    UBPF_CTX_NF_SKB = 10,    /* bpf_nf_ctx.skb */
+    UBPF_CTX_NPTRS = 11
 };
 
 enum ubpf_pkt_kind {

@@ -240,3 +240,41 @@ def test_skb_socket_fields_like_the_kernel(host, t, size):
         for name, pkt in SOCK_PACKETS.items():
             want = theirs.test_run(pkt).retval
             assert mine.test_run(pkt).retval == want, (off, name)
+
+
+IP4 = bytes.fromhex("4500002800010000400600000a0000010a000002") + bytes(20)
+IP6 = bytes.fromhex("6000000000140640") + bytes(range(32)) + bytes(20)
+
+
+def nf_state(hook, pf, rest=None):
+    return struct.pack("<BB6x", hook, pf) + (rest if rest is not None else bytes(40))
+
+
+@pytest.mark.parametrize("data, ctx", [
+    (IP4, None), (IP4[:19], None), (IP4[:20], None), (bytes(3712), None), (bytes(3713), None),
+    (IP4, nf_state(3, 2)), (IP6, nf_state(3, 10)), (IP4, nf_state(3, 7)),
+    (bytes(12) + b"\x08\x00" + IP4, nf_state(0, 2)),
+    (bytes(12) + b"\x08\x00" + IP4, nf_state(1, 10)),
+    (bytes(12) + b"\x86\xdd" + IP6, nf_state(2, 10)),
+    (bytes(12) + b"\x86\xdd" + IP6[:30], nf_state(4, 10)),
+    (bytes(12) + b"\x08\x06" + bytes(28), nf_state(0, 2)),
+    (bytes(12) + b"\x08\x00" + IP4[:10], nf_state(0, 2)),
+    (IP4, nf_state(3, 2, bytes(8) + b"\1" + bytes(31))),
+    (IP4, nf_state(3, 2) + b"\1"), (IP4, nf_state(5, 2)[:2]),
+])
+@pytest.mark.parametrize("src", ["r0 = 1\nexit",
+                                 # state->hook and state->pf, one bit at a time
+                                 "r2 = *(u64 *)(r1 + 0)\nr0 = *(u8 *)(r2 + 0)\nr0 &= 1\nexit",
+                                 "r2 = *(u64 *)(r1 + 0)\nr0 = *(u8 *)(r2 + 1)\nr0 >>= 1\n"
+                                 "r0 &= 1\nexit"])
+def test_netfilter_like_the_kernel(host, data, ctx, src):
+    insns = asm.assemble(src)
+    h = hostbpf.prog_load(insns, prog_type=ProgType.NETFILTER,
+                          expected_attach_type=AttachType.NETFILTER)
+    try:
+        r = h.test_run_full(data, 1, ctx, 0, ctx_size_out=0)
+        want = (r.retval, r.data_out)
+    except hostbpf.HostError as e:
+        want = e.errno
+    got = my_run(insns, ProgType.NETFILTER, AttachType.NETFILTER, data, ctx)
+    assert (got if isinstance(want, int) else got[:2]) == want

@@ -13,6 +13,9 @@ cdef extern from "userbpf/ctx.h" nogil:
         UBPF_CTX_SOCK2
         UBPF_CTX_OPTVAL
         UBPF_CTX_OPTVAL_END
+        UBPF_CTX_TP_BUFFER
+        UBPF_CTX_NF_STATE
+        UBPF_CTX_NF_SKB
         UBPF_CTX_NPTRS
 
     enum:

@@ -10,6 +10,11 @@ packet alone, as net/bpf/test_run.c runs them:
   family only; ctx_out has cookie 0 (no socket was selected: sk_assign
   comes with the hooks issue).
 - SYSCALL: ``ctx_in`` is the program's memory and is written back.
+- NETFILTER: the packet is an IPv4/IPv6 skb (an Ethernet frame, or the bare
+  IP packet for NF_INET_LOCAL_OUT, the default hook); ``ctx_in`` is a
+  ``struct nf_hook_state`` that may set only hook and pf. ``ctx->state``
+  reads hook and pf; ``ctx->skb`` is a kernel object (BTF) userbpf does not
+  lay out: it reads as NULL.
 
 Runners share the signature of :mod:`userbpf.kernel.test_run`'s.
 """
@@ -197,7 +202,57 @@ def skb_test_socket(frame: bytes) -> bytes:
     return bytes(sk)
 
 
+# struct nf_hook_state: u8 hook, u8 pf, then in, out, sk, net, okfn (pointers)
+NF_HOOK_STATE_SIZE = 48
+NF_INET_LOCAL_OUT = 3
+NF_INET_HOOKS_WITH_ETH = (0, 1, 2, 4)
+NFPROTO_IPV4, NFPROTO_IPV6 = 2, 10
+SKB_HEADROOM, SKB_TAILROOM = 64, 320       # NET_SKB_PAD + NET_IP_ALIGN, skb_shared_info
+
+
+def _run_netfilter(program, data_in, ctx_in, ctx_out_wanted, repeat, cpu, flags, batch_size,
+                   ncpus):
+    """bpf_prog_test_run_nf, its checks in the kernel's order."""
+    _no_flags(flags, cpu, batch_size)
+    data = bytes(data_in or b"")
+    size = len(data)
+    if size < 20:                                          # sizeof(struct iphdr)
+        raise bpf_error(errno.EINVAL, f"data_size_in {size} is less than an IPv4 header")
+    if size < ETH_HLEN or size > PAGE_SIZE - SKB_HEADROOM - SKB_TAILROOM:
+        raise bpf_error(errno.EINVAL, f"data_size_in {size} is not in "
+                                      f"[{ETH_HLEN}, {PAGE_SIZE - SKB_HEADROOM - SKB_TAILROOM}]")
+    hook, pf = NF_INET_LOCAL_OUT, NFPROTO_IPV4
+    user_ctx = _user_ctx(ctx_in, False, NF_HOOK_STATE_SIZE)
+    if user_ctx is not None:
+        if any(user_ctx[8:]):                              # in, out, sk, net, okfn
+            raise bpf_error(errno.EINVAL, "ctx_in (nf_hook_state) may set only hook and pf")
+        hook, pf = user_ctx[0], user_ctx[1]
+        if pf not in (NFPROTO_IPV4, NFPROTO_IPV6):
+            raise bpf_error(errno.EINVAL, f"pf {pf} is not NFPROTO_IPV4 or NFPROTO_IPV6")
+    if hook != NF_INET_LOCAL_OUT:                          # an Ethernet frame
+        if size < ETH_HLEN + 20:
+            raise bpf_error(errno.EINVAL, "an Ethernet frame needs an IPv4 header")
+        proto = int.from_bytes(data[12:14], "big")
+        if proto == ETH_P_IP:
+            if pf != NFPROTO_IPV4:
+                raise bpf_error(errno.EINVAL, "an IPv4 frame for a pf that is not IPv4")
+        elif proto == ETH_P_IPV6:
+            if size < ETH_HLEN + 40 or pf != NFPROTO_IPV6:
+                raise bpf_error(errno.EINVAL, "an IPv6 frame too short or for another pf")
+        else:
+            raise bpf_error(errno.EPROTO, f"protocol {proto:#06x} is not IPv4 or IPv6")
+    state = bytes([hook, pf]) + bytes(NF_HOOK_STATE_SIZE - 2)
+    struct_ = contexts.ctx_struct(ProgType.NETFILTER, program.expected_attach_type)
+    ctx = bytearray(struct_.internal_size)
+    repeat = repeat or 1
+    r0, ns, _, _, _ = program._vm.run_ctx(ctx, _align8(struct_.size), None, repeat=repeat,
+                                          cpu=program._cpu(None),
+                                          ro_slots=[(contexts.CtxPtr.NF_STATE, state)])
+    return _result(r0, b"", None, ns, repeat)
+
+
 RUNNERS = {
+    ProgType.NETFILTER: _run_netfilter,
     ProgType.FLOW_DISSECTOR: _run_flow_dissector,
     ProgType.SK_LOOKUP: _run_sk_lookup,
     ProgType.SYSCALL: _run_syscall,
