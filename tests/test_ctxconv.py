@@ -166,3 +166,78 @@ def test_a_converted_access_through_a_non_context_value_faults_at_run_time():
 def test_the_c_pointer_slots_are_the_contexts_module_s():
     from userbpf import _vm, contexts
     assert _vm.CTX_PTR_SLOTS == {k.name: k.value for k in contexts.CtxPtr}
+
+
+# -- property: on straight-line code the analysis is exact -------------------------------
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+from userbpf import isa  # noqa: E402
+
+_OPS = st.one_of(
+    st.tuples(st.just("mov"), st.integers(1, 9), st.integers(1, 10)),
+    st.tuples(st.just("add"), st.integers(1, 9), st.sampled_from([-8, 0, 4, 8])),
+    st.tuples(st.just("imm"), st.integers(1, 9), st.integers(0, 9)),
+    st.tuples(st.just("spill"), st.sampled_from([-8, -16, -24]), st.integers(1, 9)),
+    st.tuples(st.just("spill32"), st.sampled_from([-8, -12, -16]), st.integers(1, 9)),
+    st.tuples(st.just("fill"), st.integers(1, 9), st.sampled_from([-8, -16, -24])),
+    st.tuples(st.just("load"), st.integers(1, 9), st.sampled_from([0, 4, 8, 12, 16])),
+)
+
+
+def _program_and_expectation(ops):
+    """The instructions, and what a concrete walk says about each ctx load:
+    {slot: 'ctx'} for loads through the unmodified context, 'modified' for
+    loads through ctx + k, nothing for other bases."""
+    regs = {1: ("ctx", 0), 10: ("fp", 0)}
+    stack = {}
+    insns, expect = [], {}
+    for op in ops:
+        kind = op[0]
+        if kind == "mov":
+            insns.append(isa.BPF_MOV64_REG(op[1], op[2]))
+            regs[op[1]] = regs.get(op[2])
+        elif kind == "add":
+            insns.append(isa.BPF_ALU64_IMM(isa.AluOp.ADD, op[1], op[2]))
+            v = regs.get(op[1])
+            regs[op[1]] = (v[0], v[1] + op[2]) if v else None
+        elif kind == "imm":
+            insns.append(isa.BPF_MOV64_IMM(op[1], op[2]))
+            regs[op[1]] = None
+        elif kind in ("spill", "spill32"):
+            size = isa.Size.DW if kind == "spill" else isa.Size.W
+            insns.append(isa.BPF_STX_MEM(size, 10, op[2], op[1]))
+            nbytes = 8 if kind == "spill" else 4
+            for k in list(stack):
+                if k < op[1] + nbytes and op[1] < k + 8:
+                    del stack[k]
+            if kind == "spill" and regs.get(op[2]) is not None:
+                stack[op[1]] = regs[op[2]]
+        elif kind == "fill":
+            insns.append(isa.BPF_LDX_MEM(isa.Size.DW, op[1], 10, op[2]))
+            regs[op[1]] = stack.get(op[2])
+        else:                                   # a u32 load through op[1] at op[2]
+            v = regs.get(op[1])
+            if v is None or v[0] != "ctx":
+                continue                        # not a context load: not generated
+            insns.append(isa.BPF_LDX_MEM(isa.Size.W, 0, op[1], op[2]))
+            expect[len(insns) - 1] = "ctx" if v[1] == 0 else "modified"
+            regs[0] = None
+            if v[1] != 0:
+                break                           # the conversion stops at the first refusal
+    insns += [isa.BPF_MOV64_IMM(0, 0), isa.BPF_EXIT_INSN()]
+    return insns, expect
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_OPS, max_size=30))
+def test_straight_line_context_tracking_is_exact(ops):
+    insns, expect = _program_and_expectation(ops)
+    if "modified" in expect.values():
+        with pytest.raises(ProgramError) as e:
+            convert_ctx_accesses(insns, XDP)
+        assert e.value.pc == min(pc for pc, k in expect.items() if k == "modified")
+        assert "dereference of modified ctx ptr" in e.value.msg
+        return
+    got = convert_ctx_accesses(insns, XDP)
+    assert set(got) == set(expect)
