@@ -67,6 +67,7 @@ PP_ALLOC_CACHE_REFILL = 64       # pages a page pool allocates (or takes back) a
 NAPI_POLL_WEIGHT = 64            # live frames' default batch_size
 XDP_PASS = 2
 U32_MAX = 0xffffffff
+_HOST_CPUS = os.cpu_count() or 1   # (os.cpu_count costs microseconds a call)
 
 # if_packet.h / if_ether.h
 PACKET_HOST, PACKET_BROADCAST, PACKET_MULTICAST, PACKET_OTHERHOST = 0, 1, 2, 3
@@ -502,7 +503,7 @@ def test_run(program, data_in: Optional[bytes] = None, ctx_in: Optional[bytes] =
                                           "take no data_out or duration")
     else:
         repeat = repeat or 1
-    ncpus = ncpus or os.cpu_count() or 1
+    ncpus = ncpus or _HOST_CPUS
     if runner is _run_xdp:
         return runner(program, data_in, ctx_in, ctx_out, repeat, cpu, flags, batch_size,
                       ncpus, data_out_given=data_out is not False)
