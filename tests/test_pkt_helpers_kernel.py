@@ -613,9 +613,6 @@ def test_repeats_share_one_packet(host, prog_type, code):
 
 # -- known differences (strict xfails: they fail loudly once fixed) ---------------------
 
-@pytest.mark.xfail(strict=True, reason="XDP fragments: test_run keeps them outside the "
-                   "packet buffer, so bpf_xdp_get_buff_len counts the linear part only and "
-                   "bpf_xdp_adjust_tail moves the linear end, not the last fragment's")
 @pytest.mark.parametrize("code", [prog(unchecked(call(XDP_GET_BUFF_LEN))),
                                   prog(call(XDP_ADJUST_TAIL, -100)),
                                   prog(call(XDP_ADJUST_TAIL, 10))])
@@ -647,9 +644,6 @@ def test_checksum_complete_test_runs(host, code):
         outcome(lambda: theirs(host, TC, code, PKT, flags=CHECKSUM_COMPLETE))
 
 
-@pytest.mark.xfail(strict=True, reason="CHECKSUM_COMPLETE skbs: the helpers do not keep "
-                   "skb->csum (ubpf_pkt has no field for it); test_run compares the packet's "
-                   "checksum before and after, so changes the kernel accounts for are EBADMSG")
 @pytest.mark.parametrize("code", [
     prog(stack_fill(-8, 0x1122), call(SKB_STORE_BYTES, 60, Fp(-8), 2, RECOMPUTE_CSUM)),
     prog(call(SKB_CHANGE_HEAD, 8, 0)),
