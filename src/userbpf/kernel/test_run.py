@@ -16,8 +16,9 @@ One runner per kind of program:
   without ``ctx_in`` or ``ctx_out`` the skb's cb stays zero, so wire_len
   reads 0.
   BPF_F_TEST_SKB_CHECKSUM_COMPLETE gives the skb a CHECKSUM_COMPLETE
-  checksum of the packet from its network header; a run that changes
-  those bytes without fixing the checksum fails with EBADMSG.
+  checksum (skb->csum) of the packet from its network header, which the
+  helpers keep as the kernel's do; a run that leaves a packet whose
+  checksum differs from skb->csum fails with EBADMSG.
 - XDP: 256 bytes of headroom (less the metadata ``ctx_in`` asks for). The
   first ``ctx_in.data_end`` bytes of data_in (all of them without
   ``ctx_in``; at most 4096 - headroom - 320) are linear, metadata
@@ -205,8 +206,7 @@ def eth_type_trans(frame: bytes, dev_addr: bytes = LOOPBACK_MAC,
 
 def csum_fold(data: bytes) -> int:
     """The folded 16-bit one's complement sum of ``data`` in network order
-    (csum_fold of skb_checksum, before the final complement), to tell whether
-    bytes changed the way CHECKSUM_COMPLETE sees it.
+    (RFC 1071). Test runs keep skb->csum in host order: :func:`wsum`.
 
     >>> hex(csum_fold(bytes.fromhex("4500003c")))
     '0x453c'
