@@ -5,10 +5,10 @@ Every case runs the same program on the same packet in userbpf
 retval and the same data_out, byte for byte. Programs are chains of helper
 calls (tests/pktprog.py): the first non-zero helper result is the retval.
 
-Known differences are strict xfails (they fail once fixed): the kernel
-reallocates an skb that grows past its buffer (up to BPF_SKB_MAX_LEN, 16064
-bytes) where userbpf's fixed test-run buffer gives -ENOMEM; XDP fragments;
-CHECKSUM_COMPLETE test runs (skb->csum is not kept by the helpers).
+XDP fragments and CHECKSUM_COMPLETE skbs are covered here in brief and in
+depth in tests/test_pkt_helpers_frags_kernel.py. What differs by design
+(the flow hash, socket cookies) is listed at the top of
+src/userbpf/pkt_helpers.pxi.
 """
 from __future__ import annotations
 
@@ -610,16 +610,13 @@ def test_repeats_share_one_packet(host, prog_type, code):
     assert (a.retval, a.data_out) == (b.retval, b.data_out)
 
 
+# -- XDP fragments and CHECKSUM_COMPLETE skbs (more: test_pkt_helpers_frags_kernel.py) ------
 
-# -- known differences (strict xfails: they fail loudly once fixed) ---------------------
-
-@pytest.mark.xfail(strict=True, reason="XDP fragments: test_run keeps them outside the "
-                   "packet buffer, so bpf_xdp_get_buff_len counts the linear part only and "
-                   "bpf_xdp_adjust_tail moves the linear end, not the last fragment's")
 @pytest.mark.parametrize("code", [prog(unchecked(call(XDP_GET_BUFF_LEN))),
                                   prog(call(XDP_ADJUST_TAIL, -100)),
                                   prog(call(XDP_ADJUST_TAIL, 10))])
 def test_xdp_helpers_on_fragments(host, code):
+    """4000 bytes: 3520 linear, one 480-byte fragment the helpers see."""
     both(host, XDP, code, (bytes(range(256)) * 16)[:4000])
 
 
@@ -647,9 +644,6 @@ def test_checksum_complete_test_runs(host, code):
         outcome(lambda: theirs(host, TC, code, PKT, flags=CHECKSUM_COMPLETE))
 
 
-@pytest.mark.xfail(strict=True, reason="CHECKSUM_COMPLETE skbs: the helpers do not keep "
-                   "skb->csum (ubpf_pkt has no field for it); test_run compares the packet's "
-                   "checksum before and after, so changes the kernel accounts for are EBADMSG")
 @pytest.mark.parametrize("code", [
     prog(stack_fill(-8, 0x1122), call(SKB_STORE_BYTES, 60, Fp(-8), 2, RECOMPUTE_CSUM)),
     prog(call(SKB_CHANGE_HEAD, 8, 0)),

@@ -5,6 +5,12 @@ included) on a random packet; every call's result is folded into r7
 (r7 = r7 * 31 + r0) and the program returns r7, so the retval pins each
 result. retval and data_out must be equal on both sides.
 
+XDP programs also run on packets with fragments (past the 3520 linear
+bytes, or past a ctx_in.data_end), with offsets near the fragment
+boundaries; tc programs also run on CHECKSUM_COMPLETE skbs, where the
+outcome (retval and data_out, or the errno: EBADMSG when skb->csum does not
+match) must be equal.
+
 Growth is kept within userbpf's test-run skb buffer (the kernel reallocates
 past it: the one intended difference, see test_pkt_helpers_kernel.py), by
 tracking an upper bound of the packet's length. bpf_get_hash_recalc and
@@ -15,6 +21,7 @@ CI runs a bounded number of programs; ``-m slow`` runs many more.
 from __future__ import annotations
 
 import random
+import struct
 
 import pytest
 
@@ -24,7 +31,7 @@ from pktprog import (
     SKB_PROTOCOL, SKB_PULL_DATA, SKB_STORE_BYTES, TC, XDP, XDP_ADJUST_HEAD, XDP_ADJUST_META,
     XDP_ADJUST_TAIL, XDP_GET_BUFF_LEN, XDP_LOAD_BYTES, XDP_STORE_BYTES, arp, call, mine,
     stack_fill, tcp4, tcp6, theirs, udp4)
-from userbpf import isa
+from userbpf import Program, isa
 
 pytestmark = pytest.mark.kernel
 
@@ -175,4 +182,82 @@ def test_random_helper_sequences(host, block):
 @pytest.mark.parametrize("block", range(40))
 def test_random_helper_sequences_long(host, block):
     for seed in range(10_000 + block * 250, 10_000 + block * 250 + 250):
+        check(host, seed)
+
+
+# -- XDP fragments and CHECKSUM_COMPLETE skbs ---------------------------------------
+
+LINEAR, PAGE = 3520, 4096
+CHECKSUM_COMPLETE = 1 << 2
+
+
+def frag_calls(rng: random.Random, size: int, linear: int) -> list:
+    """xdp helper calls on a packet of size bytes, linear of them linear:
+    offsets and deltas near the ends of the linear part and the pages."""
+    edges = [linear + i * PAGE for i in range(size // PAGE + 1)] + [size]
+    calls = []
+    for _ in range(rng.randrange(1, 7)):
+        op = rng.choice(["tail", "tail", "load", "store", "len", "head"])
+        if op == "tail":
+            c = call(XDP_ADJUST_TAIL, rng.choice([rng.randrange(-300, 300),
+                                                  -rng.randrange(0, size + 20),
+                                                  rng.randrange(0, PAGE + 10)]))
+        elif op in ("load", "store"):
+            off = rng.choice(edges) + rng.randrange(-12, 12) if rng.random() < 0.9 \
+                else offset(rng, size)
+            c = call(XDP_LOAD_BYTES if op == "load" else XDP_STORE_BYTES,
+                     max(off, 0), Fp(-16), rng.randrange(1, 17))
+        elif op == "head":
+            c = call(XDP_ADJUST_HEAD, rng.randrange(-20, 20))
+        else:
+            c = call(XDP_GET_BUFF_LEN)
+        calls.append(c)
+    return calls
+
+
+def outcome(run):
+    try:
+        r = run()
+    except OSError as e:
+        return e.errno
+    return r.retval, r.data_out.hex(), r.ctx_out
+
+
+def check_frags(host, seed: int) -> None:
+    rng = random.Random(seed)
+    size = rng.choice([LINEAR + 1, rng.randrange(LINEAR, LINEAR + 3 * PAGE),
+                       rng.randrange(100, 2000)])
+    linear = min(size, LINEAR) if rng.random() < 0.5 else rng.randrange(60, min(size, LINEAR))
+    ctx = struct.pack("<6I", 0, linear, 0, 0, 0, 0) if linear != min(size, LINEAR) \
+        or rng.random() < 0.5 else None
+    pkt = bytes(rng.randrange(256) for _ in range(size))
+    code = assemble(rng, frag_calls(rng, size, linear), [])
+    a = outcome(lambda: Program(code, prog_type=XDP).test_run(pkt, ctx=ctx))
+    b = outcome(lambda: theirs(host, XDP, code, pkt, ctx_in=ctx))
+    if ctx is None and isinstance(b, tuple):
+        b = b[:2] + (None,)
+    assert a == b, f"seed {seed}"
+
+
+def check_csum(host, seed: int) -> None:
+    rng = random.Random(seed)
+    pkt = packet(rng)
+    code = assemble(rng, skb_calls(rng, pkt, TC), SKB_TAIL)
+    a = outcome(lambda: mine(TC, code, pkt, flags=CHECKSUM_COMPLETE))
+    b = outcome(lambda: theirs(host, TC, code, pkt, flags=CHECKSUM_COMPLETE))
+    assert a[:2] == b[:2] if isinstance(a, tuple) and isinstance(b, tuple) else a == b, \
+        f"seed {seed}"
+
+
+@pytest.mark.parametrize("check", [check_frags, check_csum])
+def test_random_fragments_and_checksum_complete(host, check):
+    for seed in range(100):
+        check(host, seed)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("block", range(10))
+@pytest.mark.parametrize("check", [check_frags, check_csum])
+def test_random_fragments_and_checksum_complete_long(host, check, block):
+    for seed in range(20_000 + block * 250, 20_000 + block * 250 + 250):
         check(host, seed)

@@ -59,6 +59,20 @@ typedef struct ubpf_pkt {
                                 network header (ETH_HLEN for test runs) */
     uint32_t l2;             /* skb: data starts at the MAC header (tc) */
     int writable;            /* may the program write the packet directly? */
+    /* XDP fragments (skb_shared_info.frags of a multi-buffer xdp_buff):
+     * nr_frags pages of frag_room bytes, one after another at frags; page i
+     * holds frag_sizes[i] bytes from its start. Only the helpers see them
+     * (bpf_xdp_get_buff_len, bpf_xdp_load/store_bytes, bpf_xdp_adjust_tail);
+     * a released fragment's size becomes 0. */
+    uint8_t *frags;
+    uint32_t *frag_sizes;
+    uint32_t nr_frags;
+    uint32_t frag_room;      /* the rxq's frag_size: how far a fragment may grow */
+    /* skb: skb->csum (a __wsum over the packet from the network header, in
+     * host order as csum_partial gives it) and whether skb->ip_summed is
+     * CHECKSUM_COMPLETE, i.e. whether helpers keep csum up to date */
+    uint32_t csum;
+    uint32_t csum_complete;
 } ubpf_pkt;
 
 #define UBPF_SKB_LEN_OFF 0          /* offsetof(struct __sk_buff, len) */

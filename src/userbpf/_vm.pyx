@@ -1333,7 +1333,9 @@ cdef class VMProgram:
                 int64_t meta=-1, uint64_t data=0, uint64_t end=0, uint32_t tailroom=0,
                 uint32_t mac_len=0, bint l2=False, bint writable=False,
                 uint64_t repeat=1, uint32_t cpu=0, extra=None, int extra_slot=-1,
-                bytes extra_init=None, list ro_slots=None):
+                bytes extra_init=None, list ro_slots=None, frags=None,
+                frag_sizes=None, uint32_t nr_frags=0, uint32_t frag_room=0,
+                int64_t csum=-1, dict info=None):
         """Run with r1 pointing to an internal context (see include/userbpf/ctx.h).
 
         ``ctx`` is a writable buffer holding the UAPI struct and, at
@@ -1349,12 +1351,23 @@ cdef class VMProgram:
         copied into it before every run. ``ro_slots`` lists ``(slot, bytes)``:
         read-only memory those slots point to (e.g. a test run's socket).
 
+        XDP fragments: ``frags`` (a writable buffer) holds ``nr_frags``
+        pages of ``frag_room`` bytes and ``frag_sizes`` (a writable buffer of
+        native u32, one per page) their used sizes; the helpers read, write,
+        grow and release them in place (a released one's size becomes 0).
+        ``csum`` >= 0 makes the skb CHECKSUM_COMPLETE with that skb->csum.
+        With ``info`` (a dict), the packet's final state is put there:
+        ``nr_frags``, ``csum`` and ``csum_complete`` (skb->csum and whether
+        the skb is still CHECKSUM_COMPLETE) and ``net_off`` (the network
+        header's offset from data).
+
         Returns ``(r0, total_ns, meta, data, end)``: the last run's r0 and
         the packet's final bounds as offsets into ``pkt``.
         """
         cdef vm_run run
-        cdef Py_buffer view, cview, xview
+        cdef Py_buffer view, cview, xview, fview, sview
         cdef bint have_view = False, have_cview = False, have_xview = False
+        cdef bint have_fview = False, have_sview = False
         cdef const uint8_t *xinit = NULL
         cdef bytes ro_mem
         cdef Py_ssize_t xinit_len = 0
@@ -1391,6 +1404,26 @@ cdef class VMProgram:
                 p.mac_len = mac_len
                 p.l2 = l2
                 p.writable = writable
+                if csum >= 0:
+                    p.csum = <uint32_t>csum
+                    p.csum_complete = 1
+                if nr_frags:
+                    if frags is None or frag_sizes is None or frag_room == 0:
+                        raise ValueError("fragments need frags, frag_sizes and frag_room")
+                    PyObject_GetBuffer(frags, &fview, PyBUF_WRITABLE)
+                    have_fview = True
+                    PyObject_GetBuffer(frag_sizes, &sview, PyBUF_WRITABLE)
+                    have_sview = True
+                    if <uint64_t>fview.len < <uint64_t>nr_frags * frag_room \
+                            or <uint64_t>sview.len < <uint64_t>nr_frags * 4:
+                        raise ValueError("frags or frag_sizes too small for nr_frags")
+                    for k in range(nr_frags):
+                        if (<uint32_t *>sview.buf)[k] > frag_room:
+                            raise ValueError("a fragment larger than frag_room")
+                    p.frags = <uint8_t *>fview.buf
+                    p.frag_sizes = <uint32_t *>sview.buf
+                    p.nr_frags = nr_frags
+                    p.frag_room = frag_room
                 ptrs[UBPF_CTX_PKT] = base + data
                 ptrs[UBPF_CTX_PKT_END] = base + end
                 ptrs[UBPF_CTX_PKT_META] = base + <uint64_t>(meta if meta >= 0 else <int64_t>data)
@@ -1440,6 +1473,11 @@ cdef class VMProgram:
             ns = (t1.tv_sec - t0.tv_sec) * 1000000000 + (t1.tv_nsec - t0.tv_nsec)
             if pkt is None:
                 return r0, ns, -1, 0, 0
+            if info is not None:
+                info["nr_frags"] = p.nr_frags
+                info["csum"] = p.csum
+                info["csum_complete"] = bool(p.csum_complete)
+                info["net_off"] = <uint64_t>(p.mac_len if p.l2 else 0)
             return (r0, ns, <int64_t>(ptrs[UBPF_CTX_PKT_META] - base),
                     <int64_t>(ptrs[UBPF_CTX_PKT] - base), <int64_t>(ptrs[UBPF_CTX_PKT_END] - base))
         finally:
@@ -1449,6 +1487,10 @@ cdef class VMProgram:
                 PyBuffer_Release(&cview)
             if have_xview:
                 PyBuffer_Release(&xview)
+            if have_fview:
+                PyBuffer_Release(&fview)
+            if have_sview:
+                PyBuffer_Release(&sview)
 
     @property
     def prog_address(self):

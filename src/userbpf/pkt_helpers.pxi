@@ -21,6 +21,18 @@
 # length follows it); tunnel encapsulation sets the transport header and
 # skb->encapsulation; set_hash / set_hash_invalid keep skb->sw_hash.
 #
+# skb->csum of CHECKSUM_COMPLETE test runs (BPF_F_TEST_SKB_CHECKSUM_COMPLETE)
+# is kept as the kernel keeps it (ubpf_pkt.csum): store_bytes with
+# BPF_F_RECOMPUTE_CSUM, l4_csum_replace with BPF_F_PSEUDO_HDR and
+# adjust_room's shrink update it; change_tail makes the skb CHECKSUM_NONE;
+# the zero-filling pushes (change_head, adjust_room's grow) leave it alone.
+# test_run compares it with the final packet's checksum, as the kernel does.
+#
+# XDP fragments (ubpf_pkt.frags, pages the program cannot address) are seen
+# by bpf_xdp_get_buff_len, bpf_xdp_load/store_bytes (across the linear part
+# and the fragments) and bpf_xdp_adjust_tail (which grows the last fragment
+# within its page or shrinks from the end, releasing emptied fragments).
+#
 # Where userbpf differs from the kernel (documented, tested):
 # - the kernel reallocates an skb that has to grow past its buffer; here the
 #   packet moves inside the buffer test_run gave it and, when that is full,
@@ -36,12 +48,6 @@
 # - bpf_get_socket_cookie: the test run's socket gets its cookie from a
 #   process-wide counter on first use (the kernel's is from a global counter
 #   too, so only "non-zero, stable within a run, new per run" is comparable).
-# - XDP fragments (packets longer than a page minus head- and tailroom)
-#   are not visible to these helpers: bpf_xdp_get_buff_len and
-#   bpf_xdp_load/store_bytes see the linear part only, bpf_xdp_adjust_tail
-#   moves the linear end (the kernel's moves the last fragment's).
-# - skb->csum of CHECKSUM_COMPLETE test runs (BPF_F_TEST_SKB_CHECKSUM_COMPLETE)
-#   is not kept: ubpf_pkt has no field for it yet.
 # - bpf_redirect_map: device, CPU and XSK maps hold nothing in userbpf yet,
 #   so only the verdict logic is here (flags' fallback action, BPF_F_BROADCAST).
 
@@ -311,6 +317,32 @@ cdef extern from *:
         return ubpf_csum_fold(ubpf_csum_add(diff, ~(uint32_t)sum));
     }
 
+    /* csum_partial: the ones'-complement sum of 16-bit words in host
+       (little-endian) order from b, added to sum; an odd last byte is a
+       word's low byte. The 32-bit value may differ from the kernel's, its
+       fold does not. */
+    static uint32_t ubpf_csum_partial(const uint8_t *b, uint64_t len, uint32_t sum) {
+        uint64_t acc = 0, i;
+        for (i = 0; i + 1 < len; i += 2)
+            acc += (uint64_t)b[i] | ((uint64_t)b[i + 1] << 8);
+        if (len & 1)
+            acc += b[len - 1];
+        while (acc >> 32)
+            acc = (acc & 0xffffffffull) + (acc >> 32);
+        return ubpf_csum_add(sum, (uint32_t)acc);
+    }
+    /* csum_block_add / csum_block_sub: a block's sum at an odd offset has
+       its bytes swapped */
+    static inline uint32_t ubpf_csum_shift(uint32_t sum, uint64_t off) {
+        return (off & 1) ? (sum >> 8) | (sum << 24) : sum;
+    }
+    static inline uint32_t ubpf_csum_block_add(uint32_t csum, uint32_t sum, uint64_t off) {
+        return ubpf_csum_add(csum, ubpf_csum_shift(sum, off));
+    }
+    static inline uint32_t ubpf_csum_block_sub(uint32_t csum, uint32_t sum, uint64_t off) {
+        return ubpf_csum_sub(csum, ubpf_csum_shift(sum, off));
+    }
+
     /* ---- a reproducible flow hash (bpf_get_hash_recalc) ------------------- */
 
     static inline uint32_t ubpf_rotl32(uint32_t x, int r) { return (x << r) | (x >> (32 - r)); }
@@ -432,9 +464,14 @@ cdef extern from *:
             return ubpf_err(EINVAL);
         if (off > UBPF_INT_MAX || (uint64_t)off + len > ubpf_len(p))
             return ubpf_err(EFAULT);
+        /* BPF_F_RECOMPUTE_CSUM: __skb_postpull_rcsum of the old bytes and
+           __skb_postpush_rcsum of the new ones, at their offset from data
+           (CHECKSUM_COMPLETE skbs only) */
+        if ((r5 & UBPF_F_RECOMPUTE_CSUM) && p->csum_complete)
+            p->csum = ubpf_csum_block_sub(p->csum, ubpf_csum_partial(ubpf_data(p) + off, len, 0), off);
         memmove(ubpf_data(p) + off, (const void *)(uintptr_t)r3, len);
-        /* BPF_F_RECOMPUTE_CSUM updates skb->csum of CHECKSUM_COMPLETE skbs
-           only: not kept here yet (see the top of this file) */
+        if ((r5 & UBPF_F_RECOMPUTE_CSUM) && p->csum_complete)
+            p->csum = ubpf_csum_block_add(p->csum, ubpf_csum_partial(ubpf_data(p) + off, len, 0), off);
         if (r5 & UBPF_F_INVALIDATE_HASH)
             ubpf_skb_set_hash(p, 0, 0);
         return 0;
@@ -484,13 +521,15 @@ cdef extern from *:
     }
 
     /* 11: long bpf_l4_csum_replace(skb, u32 offset, u64 from, u64 to, u64 flags)
-       BPF_F_PSEUDO_HDR / BPF_F_IPV6 only change skb->csum of CHECKSUM_PARTIAL
-       or COMPLETE skbs, which test-run skbs are not: the field is updated
-       the same way with or without them. */
+       The field is updated the same way with or without BPF_F_PSEUDO_HDR
+       (test-run skbs are never CHECKSUM_PARTIAL); a CHECKSUM_COMPLETE skb's
+       csum follows the field's change when a pseudo-header word changed
+       (inet_proto_csum_replace4 / _by_diff; not for an IPv6 diff). */
     static uint64_t ubpf_l4_csum_replace(uint64_t r1, uint64_t r2, uint64_t r3, uint64_t r4,
                                          uint64_t r5, vm_run *run, void *d) {
         ubpf_pkt *p = ubpf_skb_arg(run, r1);
         int mangled0 = (r5 & UBPF_F_MARK_MANGLED_0) != 0, enforce = (r5 & UBPF_F_MARK_ENFORCE) != 0;
+        int pseudo = (r5 & UBPF_F_PSEUDO_HDR) != 0, ipv6 = (r5 & UBPF_F_IPV6) != 0;
         uint8_t *field;
         uint16_t sum;
         int err;
@@ -509,13 +548,18 @@ cdef extern from *:
             if (r3 != 0)
                 return ubpf_err(EINVAL);
             sum = ubpf_csum_replace_by_diff(sum, (uint32_t)r4);
+            if (p->csum_complete && pseudo && !ipv6)
+                p->csum = ~ubpf_csum_sub((uint32_t)r4, p->csum);
             break;
         case 2:   /* inet_proto_csum_replace2 widens to the 32-bit replace */
-            sum = ubpf_csum_replace4(sum, (uint16_t)r3, (uint16_t)r4);
+        case 4: {
+            uint32_t from = (r5 & UBPF_F_HDR_FIELD_MASK) == 2 ? (uint16_t)r3 : (uint32_t)r3;
+            uint32_t to = (r5 & UBPF_F_HDR_FIELD_MASK) == 2 ? (uint16_t)r4 : (uint32_t)r4;
+            sum = ubpf_csum_replace4(sum, from, to);
+            if (p->csum_complete && pseudo)
+                p->csum = ~ubpf_csum_add(ubpf_csum_sub(~p->csum, from), to);
             break;
-        case 4:
-            sum = ubpf_csum_replace4(sum, (uint32_t)r3, (uint32_t)r4);
-            break;
+        }
         default:
             return ubpf_err(EINVAL);
         }
@@ -572,6 +616,10 @@ cdef extern from *:
             return ubpf_err(EINVAL);
         if (*ubpf_skb_state(p) & UBPF_SKB_ENCAP)
             return ubpf_err(UBPF_ENOTSUPP);
+        /* __skb_grow_rcsum / __skb_trim_rcsum: a CHECKSUM_COMPLETE skb
+           becomes CHECKSUM_NONE (skb->csum stays as it was) */
+        if (new_len != len)
+            p->csum_complete = 0;
         if (new_len > len) {
             err = ubpf_skb_room(p, 0, new_len - len);
             if (err == 0)
@@ -657,6 +705,9 @@ cdef extern from *:
             return -EINVAL;
         if (off + len > ubpf_len(p))
             return -ENOMEM;
+        /* skb_postpull_rcsum of the bytes taken out, summed from their start */
+        if (p->csum_complete)
+            p->csum = ~ubpf_csum_partial(data + off, len, ~p->csum);
         memmove(data + len, data, off);
         p->ptrs[UBPF_CTX_PKT] = (uint64_t)(uintptr_t)(data + len);
         ubpf_skb_data_moved(p, (int64_t)len);
@@ -802,14 +853,116 @@ cdef extern from *:
         return 0;
     }
 
-    /* 65: long bpf_xdp_adjust_tail(xdp_md, int delta): grown bytes are zero */
+    /* ---- XDP fragments (multi-buffer xdp_buff) ----------------------------- */
+
+    /* sinfo->xdp_frags_size */
+    static inline uint64_t ubpf_xdp_frags_len(const ubpf_pkt *p) {
+        uint64_t n = 0;
+        uint32_t i;
+        for (i = 0; i < p->nr_frags; i++)
+            n += p->frag_sizes[i];
+        return n;
+    }
+
+    /* xdp_get_buff_len: the linear part and the fragments (not the metadata) */
+    static inline uint64_t ubpf_xdp_buff_len(const ubpf_pkt *p) {
+        return ubpf_len(p) + ubpf_xdp_frags_len(p);
+    }
+
+    static inline uint8_t *ubpf_xdp_frag(const ubpf_pkt *p, uint32_t i) {
+        return p->frags + (uint64_t)i * p->frag_room;
+    }
+
+    /* bpf_xdp_copy_buf: len bytes at off of the whole buffer (linear part,
+       then the fragments in order) to mem, or from mem when to_pkt */
+    static void ubpf_xdp_copy(const ubpf_pkt *p, uint64_t off, uint8_t *mem, uint64_t len, int to_pkt) {
+        uint64_t lin = ubpf_len(p), n;
+        uint32_t i;
+        if (off < lin) {
+            n = len < lin - off ? len : lin - off;
+            if (to_pkt)
+                memmove(ubpf_data(p) + off, mem, n);
+            else
+                memmove(mem, ubpf_data(p) + off, n);
+            mem += n;
+            len -= n;
+            off = 0;
+        } else {
+            off -= lin;
+        }
+        for (i = 0; i < p->nr_frags && len; i++) {
+            uint64_t size = p->frag_sizes[i];
+            if (off >= size) {
+                off -= size;
+                continue;
+            }
+            n = len < size - off ? len : size - off;
+            if (to_pkt)
+                memmove(ubpf_xdp_frag(p, i) + off, mem, n);
+            else
+                memmove(mem, ubpf_xdp_frag(p, i) + off, n);
+            mem += n;
+            len -= n;
+            off = 0;
+        }
+    }
+
+    /* bpf_xdp_frags_shrink_tail: take offset bytes off the end, releasing
+       whole fragments from the last one; what is left when none remains
+       comes off the linear part. offset is the negated delta as an int
+       (INT_MIN stays negative: nothing is taken). */
+    static int ubpf_xdp_frags_shrink_tail(vm_run *run, ubpf_pkt *p, int32_t offset) {
+        int64_t i;
+        uint32_t released = 0;
+        if ((int64_t)offset > (int64_t)(int32_t)(uint32_t)ubpf_xdp_buff_len(p) - UBPF_ETH_HLEN)
+            return -EINVAL;
+        for (i = (int64_t)p->nr_frags - 1; i >= 0 && offset > 0; i--) {
+            uint32_t size = p->frag_sizes[i];
+            uint32_t shrink = (uint32_t)offset < size ? (uint32_t)offset : size;
+            offset -= (int32_t)shrink;
+            p->frag_sizes[i] = size - shrink;
+            if (shrink == size)
+                released++;          /* the page goes back */
+            else
+                break;
+        }
+        p->nr_frags -= released;
+        if (p->nr_frags == 0) {      /* a linear buffer again */
+            p->ptrs[UBPF_CTX_PKT_END] -= (uint64_t)(int64_t)offset;
+            ubpf_pkt_sync(run, p);
+        }
+        return 0;
+    }
+
+    /* bpf_xdp_frags_increase_tail: the last fragment grows (zeroed) within
+       its page: the rxq's frag_size less what it holds (fragments start at
+       their page's offset 0 in test runs) */
+    static int ubpf_xdp_frags_increase_tail(ubpf_pkt *p, int32_t offset) {
+        uint32_t last = p->nr_frags - 1, size = p->frag_sizes[last];
+        if (p->frag_room == 0)
+            return -EOPNOTSUPP;
+        if ((int64_t)offset > (int64_t)(p->frag_room - size))
+            return -EINVAL;
+        memset(ubpf_xdp_frag(p, last) + size, 0, (size_t)offset);
+        p->frag_sizes[last] = size + (uint32_t)offset;
+        return 0;
+    }
+
+    /* 65: long bpf_xdp_adjust_tail(xdp_md, int delta): grown bytes are
+       zero; with fragments the last fragment's end moves instead */
     static uint64_t ubpf_xdp_adjust_tail(uint64_t r1, uint64_t r2, uint64_t r3, uint64_t r4,
                                          uint64_t r5, vm_run *run, void *d) {
         ubpf_pkt *p = ubpf_pkt_arg(run, r1, UBPF_PKT_XDP);
         int32_t delta = (int32_t)r2;
         uint8_t *end, *new_end;
+        int err;
         if (p == NULL)
             return 0;
+        if (p->nr_frags) {
+            err = delta < 0 ? ubpf_xdp_frags_shrink_tail(run, p, (int32_t)(0u - (uint32_t)delta))
+                            : ubpf_xdp_frags_increase_tail(p, delta);
+            return err ? ubpf_err(-err) : 0;
+        }
         end = ubpf_end(p);
         new_end = end + delta;
         if (new_end > ubpf_hard_end(p) || new_end < ubpf_data(p) + UBPF_ETH_HLEN)
@@ -825,7 +978,7 @@ cdef extern from *:
     static int ubpf_xdp_span(const ubpf_pkt *p, uint32_t off, uint32_t len) {
         if (off > 0xffff || len > 0xffff)
             return EFAULT;
-        if ((uint64_t)off + len > ubpf_len(p))
+        if ((uint64_t)off + len > ubpf_xdp_buff_len(p))
             return EINVAL;
         return 0;
     }
@@ -842,7 +995,7 @@ cdef extern from *:
             return ubpf_pkt_bad_ptr(run, r3, len, 1);
         if ((err = ubpf_xdp_span(p, off, len)) != 0)
             return ubpf_err(err);
-        memmove((void *)(uintptr_t)r3, ubpf_data(p) + off, len);
+        ubpf_xdp_copy(p, off, (uint8_t *)(uintptr_t)r3, len, 0);
         return 0;
     }
 
@@ -858,7 +1011,7 @@ cdef extern from *:
             return ubpf_pkt_bad_ptr(run, r3, len, 0);
         if ((err = ubpf_xdp_span(p, off, len)) != 0)
             return ubpf_err(err);
-        memmove(ubpf_data(p) + off, (const void *)(uintptr_t)r3, len);
+        ubpf_xdp_copy(p, off, (uint8_t *)(uintptr_t)r3, len, 1);
         return 0;
     }
 
@@ -866,7 +1019,7 @@ cdef extern from *:
     static uint64_t ubpf_xdp_get_buff_len(uint64_t r1, uint64_t r2, uint64_t r3, uint64_t r4,
                                           uint64_t r5, vm_run *run, void *d) {
         ubpf_pkt *p = ubpf_pkt_arg(run, r1, UBPF_PKT_XDP);
-        return p == NULL ? 0 : ubpf_len(p);
+        return p == NULL ? 0 : ubpf_xdp_buff_len(p);
     }
 
     /* ---- redirects: the verdicts only (targets come with devices) --------- */

@@ -33,6 +33,12 @@ cdef extern from "userbpf/ctx.h" nogil:
         uint32_t mac_len
         uint32_t l2
         int writable
+        uint8_t *frags
+        uint32_t *frag_sizes
+        uint32_t nr_frags
+        uint32_t frag_room
+        uint32_t csum
+        uint32_t csum_complete
 
     int UBPF_SKB_LEN_OFF
     int UBPF_SKB_PROTOCOL_OFF

@@ -16,13 +16,16 @@ One runner per kind of program:
   without ``ctx_in`` or ``ctx_out`` the skb's cb stays zero, so wire_len
   reads 0.
   BPF_F_TEST_SKB_CHECKSUM_COMPLETE gives the skb a CHECKSUM_COMPLETE
-  checksum of the packet from its network header; a run that changes
-  those bytes without fixing the checksum fails with EBADMSG.
+  checksum (skb->csum) of the packet from its network header, which the
+  helpers keep as the kernel's do; a run that leaves a packet whose
+  checksum differs from skb->csum fails with EBADMSG.
 - XDP: 256 bytes of headroom (less the metadata ``ctx_in`` asks for). The
   first ``ctx_in.data_end`` bytes of data_in (all of them without
   ``ctx_in``; at most 4096 - headroom - 320) are linear, metadata
   (``ctx_in.data`` bytes) first, the rest is kept as up to 17 page-sized
-  fragments; data_out starts at data_meta. BPF_F_TEST_XDP_LIVE_FRAMES
+  fragments, which bpf_xdp_get_buff_len, bpf_xdp_load/store_bytes and
+  bpf_xdp_adjust_tail see as the kernel's do; data_out starts at data_meta
+  and ends with the fragments as the program left them. BPF_F_TEST_XDP_LIVE_FRAMES
   runs the program ``repeat`` times on frames from a page pool reused as
   the kernel's is (see :func:`_run_live_frames`) and gives the input back
   with retval 0, as the kernel reports it; what the verdicts do to live
@@ -34,6 +37,7 @@ Errors are OSError with the kernel's errno (:func:`userbpf.kernel.errors.bpf_err
 """
 from __future__ import annotations
 
+import array
 import errno
 import os
 import struct
@@ -203,8 +207,7 @@ def eth_type_trans(frame: bytes, dev_addr: bytes = LOOPBACK_MAC,
 
 def csum_fold(data: bytes) -> int:
     """The folded 16-bit one's complement sum of ``data`` in network order
-    (csum_fold of skb_checksum, before the final complement), to tell whether
-    bytes changed the way CHECKSUM_COMPLETE sees it.
+    (RFC 1071). Test runs keep skb->csum in host order: :func:`wsum`.
 
     >>> hex(csum_fold(bytes.fromhex("4500003c")))
     '0x453c'
@@ -215,6 +218,32 @@ def csum_fold(data: bytes) -> int:
     while total >> 16:
         total = (total & 0xffff) + (total >> 16)
     return total
+
+
+def wsum(data) -> int:
+    """csum_partial(data, len, 0) as a 32-bit __wsum: the ones'-complement
+    sum of 16-bit little-endian (host order) words, an odd last byte low.
+
+    >>> hex(wsum(bytes.fromhex("4500003c"))), hex(wsum(b"\\x01"))
+    ('0x3c45', '0x1')
+    """
+    if len(data) % 2:
+        data = bytes(data) + b"\0"
+    total = sum(struct.unpack(f"<{len(data) // 2}H", data))
+    while total >> 32:
+        total = (total & U32_MAX) + (total >> 32)
+    return total
+
+
+def wsum_fold(csum: int) -> int:
+    """csum_fold: a __wsum folded to 16 bits and complemented.
+
+    >>> hex(wsum_fold(0x3c45))
+    '0xc3ba'
+    """
+    csum = (csum & 0xffff) + (csum >> 16)
+    csum = (csum & 0xffff) + (csum >> 16)
+    return ~csum & 0xffff
 
 
 def _run_skb(program, data_in, ctx_in, ctx_out_wanted, repeat, cpu, flags, batch_size,
@@ -271,21 +300,24 @@ def _run_skb(program, data_in, ctx_in, ctx_out_wanted, repeat, cpu, flags, batch
     # without ctx_in (or ctx_out) the kernel leaves the skb's cb zero, so
     # wire_len (qdisc_skb_cb(skb)->pkt_len) reads 0
     _put(ctx, "len", length)
-    csum = csum_fold(buf[net:headroom + size]) \
-        if flags & BPF_F_TEST_SKB_CHECKSUM_COMPLETE else None
+    # CHECKSUM_COMPLETE: skb->csum covers the packet from its network header
+    csum = wsum(buf[net:headroom + size]) if flags & BPF_F_TEST_SKB_CHECKSUM_COMPLETE else -1
+    info: dict = {}
     r0, ns, meta, dstart, dend = program._vm.run_ctx(
         ctx, _align8(struct_.size), buf, kind=2, data=start, end=start + length,
         tailroom=tailroom, mac_len=ETH_HLEN, l2=is_l2,
         writable=contexts.may_access_direct_pkt_data(ptype, write=True),
         repeat=repeat, cpu=program._cpu(None),
-        ro_slots=[(contexts.CtxPtr.SOCK, skb_test_socket(data))])   # __sk_buff.sk
-    if csum is not None:
-        # the network header sits where it was unless the program moved the
-        # packet's start (the helpers that do also fix the checksum)
-        l3 = dstart + (ETH_HLEN if is_l2 else 0)
-        if csum_fold(buf[l3:dend]) != csum:
-            raise bpf_error(errno.EBADMSG, "the program changed the packet without "
-                                           "updating its CHECKSUM_COMPLETE checksum")
+        ro_slots=[(contexts.CtxPtr.SOCK, skb_test_socket(data))],   # __sk_buff.sk
+        csum=csum, info=info)
+    if csum >= 0:
+        # the helpers kept skb->csum (until one made the skb CHECKSUM_NONE);
+        # it must fold to the final packet's checksum from its network
+        # header, wherever the helpers left that header
+        l3 = dstart + info["net_off"]
+        if wsum_fold(wsum(buf[l3:dend])) != wsum_fold(info["csum"]):
+            raise bpf_error(errno.EBADMSG, "skb->csum of the CHECKSUM_COMPLETE skb does not "
+                                           "match the packet the program left")
     out = bytes(buf[dstart:dend])
     if not is_l2:
         out = bytes(ETH_HLEN) + out
@@ -363,6 +395,16 @@ def _run_xdp(program, data_in, ctx_in, ctx_out_wanted, repeat, cpu, flags, batch
         buf[headroom:headroom + linear] = data[:linear]
         return buf
 
+    # the fragments: pages filled from the start, PAGE_SIZE bytes at most
+    # each; the rxq's frag_size (how far bpf_xdp_adjust_tail may grow the
+    # last one) is a page
+    frag_sizes = array.array("I", [min(PAGE_SIZE, len(frags) - at)
+                                   for at in range(0, len(frags), PAGE_SIZE)])
+    frag_pages = bytearray(PAGE_SIZE * len(frag_sizes))
+    for i, at in enumerate(range(0, len(frags), PAGE_SIZE)):
+        frag_pages[i * PAGE_SIZE:i * PAGE_SIZE + frag_sizes[i]] = frags[at:at + PAGE_SIZE]
+    info: dict = {}
+
     def run_once(buf: bytearray, runs: int):
         ctx = bytearray(struct_.internal_size)
         off = _XDP_FIELDS["ingress_ifindex"]
@@ -370,7 +412,9 @@ def _run_xdp(program, data_in, ctx_in, ctx_out_wanted, repeat, cpu, flags, batch
         res = program._vm.run_ctx(
             ctx, _align8(struct_.size), buf, kind=1, meta=headroom,
             data=headroom + meta_len, end=headroom + linear, tailroom=tailroom,
-            writable=True, repeat=runs, cpu=program._cpu(None))
+            writable=True, repeat=runs, cpu=program._cpu(None),
+            frags=frag_pages, frag_sizes=frag_sizes, nr_frags=len(frag_sizes),
+            frag_room=PAGE_SIZE, info=info)
         return buf, res
 
     if live:
@@ -380,6 +424,10 @@ def _run_xdp(program, data_in, ctx_in, ctx_out_wanted, repeat, cpu, flags, batch
             struct.pack_into("<II", user_ctx, 0, meta_len, linear)
         return TestRunResult(0, data, None, _duration(total, repeat))
     buf, (r0, ns, meta, dstart, dend) = run_once(frame(), repeat)
+    # bpf_test_finish: the linear part from data_meta, then the fragments
+    # the helpers left (grown, shrunk or released)
+    frags = b"".join(frag_pages[i * PAGE_SIZE:i * PAGE_SIZE + frag_sizes[i]]
+                     for i in range(info["nr_frags"]))
     out = bytes(buf[meta:dend]) + frags
     ctx_out = None
     if user_ctx is not None:
