@@ -20,7 +20,7 @@ from pktprog import (
     XDP, XDP_ADJUST_HEAD, XDP_ADJUST_META, XDP_ADJUST_TAIL, XDP_GET_BUFF_LEN, XDP_LOAD_BYTES,
     call, ctx_load, inet_csum, mine, neg, prog, rfc1624, stack_fill, tcp4, tcp6, udp4, unchecked)
 from userbpf import Program, _vm, isa
-from userbpf.errors import HelperError, MemoryAccessError
+from userbpf.errors import HelperError, MemoryAccessError, ProgramError
 from userbpf.helperinfo import helper_name
 
 PKT = tcp4()
@@ -314,13 +314,27 @@ def test_redirect_map_needs_a_redirect_map():
 @pytest.mark.parametrize("prog_type,code", [
     (TC, [isa.BPF_MOV64_REG(1, 10), isa.BPF_MOV64_IMM(2, 0), isa.BPF_EMIT_CALL(SKB_CHANGE_TAIL),
           isa.BPF_EXIT_INSN()]),                               # r1 is not the context
-    (TC, [isa.BPF_MOV64_IMM(2, 0), isa.BPF_EMIT_CALL(XDP_ADJUST_HEAD), isa.BPF_EXIT_INSN()]),
-    (XDP, [isa.BPF_MOV64_IMM(2, 0), isa.BPF_EMIT_CALL(SKB_CHANGE_TAIL), isa.BPF_EXIT_INSN()]),
-    (XDP, [isa.BPF_EMIT_CALL(GET_SOCKET_COOKIE), isa.BPF_EXIT_INSN()]),
+    # another type's helpers: refused at load (below); reached by callx, the
+    # run-time check stops them
+    (TC, [isa.BPF_MOV64_IMM(2, 0), isa.BPF_MOV64_IMM(7, XDP_ADJUST_HEAD), isa.BPF_CALLX(7),
+          isa.BPF_EXIT_INSN()]),
+    (XDP, [isa.BPF_MOV64_IMM(2, 0), isa.BPF_MOV64_IMM(7, SKB_CHANGE_TAIL), isa.BPF_CALLX(7),
+           isa.BPF_EXIT_INSN()]),
+    (XDP, [isa.BPF_MOV64_IMM(7, GET_SOCKET_COOKIE), isa.BPF_CALLX(7), isa.BPF_EXIT_INSN()]),
 ])
 def test_a_context_argument_that_is_not_the_run_context_ends_the_run(prog_type, code):
     with pytest.raises(HelperError, match="which is not this run's context"):
         Program(code, prog_type=prog_type).test_run(PKT)
+
+
+@pytest.mark.parametrize("prog_type,helper", [(TC, XDP_ADJUST_HEAD), (XDP, SKB_CHANGE_TAIL),
+                                              (XDP, GET_SOCKET_COOKIE)])
+def test_another_types_helpers_are_refused_at_load(prog_type, helper):
+    from userbpf import helperinfo
+    with pytest.raises(ProgramError) as e:
+        Program([isa.BPF_EMIT_CALL(helper), isa.BPF_EXIT_INSN()], prog_type=prog_type)
+    assert e.value.msg == (f"program of this type cannot use helper "
+                           f"{helperinfo.helper_name(helper)}#{helper}")
 
 
 def test_packet_helpers_without_a_packet_end_the_run():

@@ -116,6 +116,20 @@ def isa_check(insns: List[Insn]) -> None:
             raise ProgramError(err, pc)
 
 
+def _check_helper_types(insns: List[Insn], prog_type: int, expected_attach_type: int) -> None:
+    """A kernel helper the program type may not call is refused with the
+    kernel's words; ids past the kernel's (embedders' own helpers) are not
+    the kernel's business."""
+    from . import helperinfo
+    for pc in isa.slots(insns):
+        x = insns[pc]
+        if x.code == Class.JMP | JmpOp.CALL and x.src == 0 and \
+                0 <= x.imm <= helperinfo.MAX_HELPER_ID and \
+                not helperinfo.helper_allowed(prog_type, x.imm, expected_attach_type or None):
+            raise ProgramError(f"program of this type cannot use helper "
+                               f"{helperinfo.helper_name(x.imm)}#{x.imm}", pc, errno.EINVAL)
+
+
 def predecode(insns: List[Insn], helpers: Mapping[int, HelperImpl],
               maps: Optional[MapRefs] = None, ctx_rewrites: Optional[Mapping] = None):
     """Check a program's structure and build the interpreter's records.
@@ -251,6 +265,7 @@ class Program:
             from .ctxconv import convert_ctx_accesses
             isa_check(self.insns)
             rewrites = convert_ctx_accesses(self.insns, prog_type, expected_attach_type)
+            _check_helper_types(self.insns, prog_type, expected_attach_type)
         # the end of the furthest context byte accessed (raw tracepoint test runs)
         self.max_ctx_offset = max((self.insns[pc].off + isa.SIZE_BYTES[isa.Size(
             isa.BPF_SIZE(self.insns[pc].code))] for pc in (rewrites or {})), default=0)
