@@ -48,8 +48,7 @@ def hash_map_1k():
     """The bench's map: HASH u32 -> u64, 1024 entries, keys 0..255 filled."""
     from userbpf._maps import MapCore
     m = MapCore(HASH, 4, 8, 1024, 0, 1)
-    for k in range(256):
-        m.update(k.to_bytes(4, "little"), k.to_bytes(8, "little"))
+    fill(m.update)
     return m
 
 
@@ -106,8 +105,15 @@ def bench_python_call(code: bytes, seconds: float, rounds: int) -> float:
     return per_call(lambda i: run(), seconds, rounds)
 
 
-def bench_kernel(name: str, code: bytes, packet: bytes, rounds: int):
-    """Median ns per run of the kernel's test_run of an XDP program, or None."""
+def fill(update) -> None:
+    """The bench's map contents: keys 0..255 -> themselves (u32 -> u64)."""
+    for k in range(256):
+        update(k.to_bytes(4, "little"), k.to_bytes(8, "little"))
+
+
+def host_xdp_program(name: str, code: bytes):
+    """``(prog, hmap)``: an XDP build loaded into the live kernel (hashmap with
+    its HASH map, else hmap None), or None where bpf() is not permitted."""
     try:
         from userbpf import hostbpf
     except ImportError:
@@ -117,10 +123,18 @@ def bench_kernel(name: str, code: bytes, packet: bytes, rounds: int):
     hmap = None
     if name == "hashmap":
         hmap = hostbpf.map_create(HASH, 4, 8, 1024)
-        for k in range(256):
-            hmap.update(k.to_bytes(4, "little"), k.to_bytes(8, "little"))
+        fill(hmap.update)
         code = with_map_fd(code, MAP_SLOTS["hashmap.bin"], hmap.fd)
-    with hostbpf.prog_load(code, XDP) as prog:
+    return hostbpf.prog_load(code, XDP), hmap
+
+
+def bench_kernel(name: str, code: bytes, packet: bytes, rounds: int):
+    """Median ns per run of the kernel's test_run of an XDP program, or None."""
+    loaded = host_xdp_program(name, code)
+    if loaded is None:
+        return None
+    prog, hmap = loaded
+    with prog:
         retval, _, _ = prog.test_run(packet, repeat=1)
         repeat = 1
         while True:

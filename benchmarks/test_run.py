@@ -31,15 +31,11 @@ from userbpf import Map, MapType, ProgType                         # noqa: E402
 from userbpf.kernel import Kernel                                  # noqa: E402
 from userbpf.uapi import Cmd                                       # noqa: E402
 
-from run import DEFAULT_BENCH, EXPECTED, MAP_SLOTS, machine, with_map_fd  # noqa: E402
+from run import (DEFAULT_BENCH, EXPECTED, MAP_SLOTS, fill, host_xdp_program,  # noqa: E402
+                 machine, with_map_fd)
 
 NAMES = ("nop", "alu", "collatz", "parse", "stack", "hashmap")
 MAP_FD = 100          # the fd userbpf's loader is told about (renumbered to the map's)
-
-
-def fill(update) -> None:
-    for k in range(256):
-        update(k.to_bytes(4, "little"), k.to_bytes(8, "little"))
 
 
 def tuned_repeat(run, seconds: float) -> int:
@@ -95,18 +91,10 @@ def mine(name: str, code: bytes):
 
 def theirs(name: str, code: bytes):
     """(test_run, closer) for the live kernel, or None where bpf() is not permitted."""
-    try:
-        from userbpf import hostbpf
-    except ImportError:
+    loaded = host_xdp_program(name, code)
+    if loaded is None:
         return None
-    if not hostbpf.available():
-        return None
-    hmap = None
-    if name == "hashmap":
-        hmap = hostbpf.map_create(MapType.HASH, 4, 8, 1024)
-        fill(hmap.update)
-        code = with_map_fd(code, MAP_SLOTS["hashmap.bin"], hmap.fd)
-    prog = hostbpf.prog_load(code, ProgType.XDP)
+    prog, hmap = loaded
 
     def close():
         prog.close()

@@ -209,3 +209,13 @@ def arp() -> bytes:
     return (b"\xff" * 6 + bytes.fromhex("020000000001") + b"\x08\x06"
             + bytes.fromhex("0001080006040001") + bytes.fromhex("020000000001")
             + b"\x0a\x00\x00\x01" + bytes(6) + b"\x0a\x00\x00\x02")
+
+
+def outcome(run):
+    """What a test run gives, for comparing two sides: the errno it fails
+    with, or (retval, data_out as hex, ctx_out)."""
+    try:
+        r = run()
+    except OSError as e:
+        return e.errno
+    return r.retval, r.data_out.hex(), r.ctx_out

@@ -24,7 +24,7 @@ from pktprog import (
     EFAULT, EINVAL, Fp, L3_CSUM_REPLACE, L4_CSUM_REPLACE, SKB_ADJUST_ROOM, SKB_CHANGE_HEAD,
     SKB_CHANGE_TAIL, SKB_PULL_DATA, SKB_STORE_BYTES, TC, XDP, XDP_ADJUST_HEAD,
     XDP_ADJUST_TAIL, XDP_GET_BUFF_LEN, XDP_LOAD_BYTES, XDP_STORE_BYTES, call, neg, prog,
-    stack_fill, tcp4, tcp6, theirs, udp4, unchecked)
+    outcome, stack_fill, tcp4, tcp6, theirs, udp4, unchecked)
 from userbpf import Program, abi, isa
 from userbpf.kernel import Kernel
 from userbpf.uapi import Cmd, ProgType
@@ -39,14 +39,6 @@ BIG = bytes(range(251)) * 300     # a pattern that does not repeat at page bound
 def xdp_md(data: int, data_end: int) -> bytes:
     """ctx_in: data (the metadata length) and data_end (the linear length)."""
     return struct.pack("<6I", data, data_end, 0, 0, 0, 0)
-
-
-def outcome(run):
-    try:
-        r = run()
-    except OSError as e:
-        return e.errno
-    return r.retval, r.data_out.hex(), r.ctx_out
 
 
 def xdp_both(host, code, data: bytes, ctx=None, repeat: int = 1):

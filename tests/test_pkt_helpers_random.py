@@ -30,7 +30,7 @@ from pktprog import (
     SKB_ADJUST_ROOM, SKB_CHANGE_HEAD, SKB_CHANGE_TAIL, SKB_HASH, SKB_LEN, SKB_LOAD_BYTES,
     SKB_PROTOCOL, SKB_PULL_DATA, SKB_STORE_BYTES, TC, XDP, XDP_ADJUST_HEAD, XDP_ADJUST_META,
     XDP_ADJUST_TAIL, XDP_GET_BUFF_LEN, XDP_LOAD_BYTES, XDP_STORE_BYTES, arp, call, mine,
-    stack_fill, tcp4, tcp6, theirs, udp4)
+    outcome, stack_fill, tcp4, tcp6, theirs, udp4)
 from userbpf import Program, isa
 
 pytestmark = pytest.mark.kernel
@@ -213,14 +213,6 @@ def frag_calls(rng: random.Random, size: int, linear: int) -> list:
             c = call(XDP_GET_BUFF_LEN)
         calls.append(c)
     return calls
-
-
-def outcome(run):
-    try:
-        r = run()
-    except OSError as e:
-        return e.errno
-    return r.retval, r.data_out.hex(), r.ctx_out
 
 
 def check_frags(host, seed: int) -> None:
