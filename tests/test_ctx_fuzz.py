@@ -43,6 +43,12 @@ def random_program(rng: random.Random, prog_type: int):
                 pass
         return out
     starts, ends = readable(("data", "data_meta")), readable(("data_end",))
+    from userbpf import helperinfo
+    # the packet, checksum, tracing and formatting helpers (host safety of
+    # their C code), where the type may call them
+    helpers = [h for h in (5, 6, 7, 8, 9, 10, 11, 23, 26, 28, 34, 38, 39, 41, 43, 44, 46,
+                           48, 50, 54, 65, 165, 177, 188, 189, 190)
+               if helperinfo.helper_allowed(prog_type, h)] or [5]
     from userbpf import isa
     from userbpf.isa import (BPF_ADD, BPF_ALU64_IMM, BPF_ALU64_REG, BPF_B, BPF_DW, BPF_H,
                              BPF_JGT, BPF_JMP_IMM, BPF_JMP_REG, BPF_LDX_MEM, BPF_LDX_MEMSX,
@@ -99,7 +105,20 @@ def random_program(rng: random.Random, prog_type: int):
         elif k < 0.8:
             out.append(BPF_MOV64_REG(rng.randint(1, 9), rng.randint(0, 9)))
         elif k < 0.85:
-            out.append(BPF_EMIT_CALL(rng.choice([5, 7, 8, 28, 125])))
+            # a helper the type may call, on random arguments: r1 the context
+            # or garbage, sizes and offsets anywhere, buffers on the stack
+            hid = rng.choice(helpers)
+            out += [BPF_MOV64_REG(1, rng.choice(ctx_regs)) if rng.random() < 0.8
+                    else BPF_MOV64_IMM(1, rng.randint(-4, 64)),
+                    BPF_MOV64_IMM(2, rng.choice([0, 1, 4, 14, 60, -1, 0x7fffffff,
+                                                 rng.randint(-100, 5000)])),
+                    BPF_MOV64_REG(3, 10) if rng.random() < 0.6
+                    else BPF_MOV64_IMM(3, rng.randint(-8, 64)),
+                    BPF_ALU64_IMM(BPF_ADD, 3, -64) if rng.random() < 0.6
+                    else BPF_MOV64_IMM(3, rng.randint(0, 4)),
+                    BPF_MOV64_IMM(4, rng.choice([0, 1, 2, 4, 8, 16, 64, -1, 300])),
+                    BPF_MOV64_IMM(5, rng.choice([0, 1, 2, 0x10, 0x30, -1])),
+                    BPF_EMIT_CALL(hid)]
         elif k < 0.9:
             out.append(BPF_MOV64_IMM(rng.randint(2, 5), rng.randint(-20, 100)))
         else:
