@@ -50,7 +50,7 @@ def random_program(rng: random.Random, prog_type: int):
                            48, 50, 54, 65, 165, 177, 188, 189, 190)
                if helperinfo.helper_allowed(prog_type, h)] or [5]
     from userbpf import isa
-    from userbpf.isa import (BPF_ADD, BPF_ALU64_IMM, BPF_ALU64_REG, BPF_B, BPF_DW, BPF_H,
+    from userbpf.isa import (BPF_ADD, BPF_ALU64_IMM, BPF_B, BPF_DW, BPF_H,
                              BPF_JGT, BPF_JMP_IMM, BPF_JMP_REG, BPF_LDX_MEM, BPF_LDX_MEMSX,
                              BPF_MOV64_IMM, BPF_MOV64_REG, BPF_ST_MEM, BPF_STX_MEM, BPF_W,
                              BPF_EXIT_INSN, BPF_CALL_REL, BPF_EMIT_CALL)
