@@ -568,7 +568,15 @@ class LoadedProgram:
                  cpu: int = 0, flags: int = 0):
         """BPF_PROG_TEST_RUN on this program: a
         :class:`userbpf.kernel.test_run.TestRunResult` (retval, data_out,
-        ctx_out, duration), or the kernel's OSError."""
+        ctx_out, duration), or the kernel's OSError.
+
+        >>> p = load_program("r0 = *(u32 *)(r1 + 0)\\nexit", prog_type=ProgType.SCHED_CLS)
+        >>> p.test_run(bytes(60)).retval            # __sk_buff.len
+        60
+        >>> p.test_run(bytes(60), ctx=bytes(8) + (7).to_bytes(4, "little"),
+        ...            ctx_out=True).ctx_out[8:12]   # mark, set in and given back
+        b'\\x07\\x00\\x00\\x00'
+        """
         from ..uapi import Cmd
         return self.kernel.bpf(Cmd.PROG_TEST_RUN, prog_fd=self.fd, data_in=data, ctx_in=ctx,
                                ctx_out=ctx_out, repeat=repeat, cpu=cpu, flags=flags)
