@@ -302,6 +302,12 @@ class Program:
         bytes (only the fields the kernel lets test runs set). Returns a
         :class:`userbpf.kernel.test_run.TestRunResult` (retval, data_out,
         ctx_out, duration). Needs ``prog_type``.
+
+        >>> from userbpf.uapi import ProgType
+        >>> xdp = Program("r2 = *(u32 *)(r1 + 0)\\nr0 = *(u8 *)(r2 + 13)\\nexit",
+        ...               prog_type=ProgType.XDP)        # the EtherType's low byte
+        >>> xdp.test_run(bytes(12) + b"\\x08\\x06" + bytes(28)).retval
+        6
         """
         from .kernel.test_run import test_run
         return test_run(self, data_in=data, ctx_in=ctx, repeat=repeat, cpu=cpu or 0,
