@@ -1,6 +1,7 @@
 """The same map on both sides of a differential test: userbpf's Kernel
 (:class:`Mine`) and the live kernel (:class:`Theirs`, over a hostbpf.HostMap),
-with one method set, and :func:`outcome` to compare what calls did."""
+with one method set, :func:`outcome` to compare what calls did and
+:func:`run_seeded` to run seeded sequences on one simulated kernel."""
 from __future__ import annotations
 
 import struct
@@ -19,6 +20,15 @@ def outcome(fn, *args):
         return ("ok", fn(*args))
     except OSError as e:
         return ("err", e.errno)
+
+
+def run_seeded(host, sequence, seeds) -> None:
+    """``sequence(host, k, seed)`` for each seed on one Kernel with the host's
+    CPUs; afterwards every fd is closed and every map freed."""
+    k = Kernel(ncpus=host.possible_cpus())
+    for seed in seeds:
+        sequence(host, k, seed)
+    assert len(k.fds) == 0 and not k.map_ids.live
 
 
 class Mine:

@@ -32,7 +32,7 @@ import pytest
 from userbpf import hostbpf
 from userbpf.kernel import Kernel
 
-from pairs import Mine, Theirs, outcome, u32
+from pairs import Mine, Theirs, outcome, run_seeded, u32
 from userbpf.uapi import Cmd, MapType
 
 pytestmark = pytest.mark.kernel
@@ -151,20 +151,13 @@ def run_sequence(host, k: Kernel, seed: int, nops: int = 60) -> None:
         k.close(mine.fd)
 
 
-def run_many(host, seeds) -> None:
-    k = Kernel(ncpus=host.possible_cpus())
-    for seed in seeds:
-        run_sequence(host, k, seed)
-    assert len(k.fds) == 0 and not k.map_ids.live
-
-
 def test_lru_sequences_below_the_eviction_bound_match_kernel(host):
-    run_many(host, range(200))
+    run_seeded(host, run_sequence, range(200))
 
 
 @pytest.mark.slow
 def test_lru_sequences_below_the_eviction_bound_match_kernel_long(host):
-    run_many(host, range(1000, 6000))
+    run_seeded(host, run_sequence, range(1000, 6000))
 
 
 @pytest.mark.parametrize("map_type", LRUS, ids=lambda t: t.name)

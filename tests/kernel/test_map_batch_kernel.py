@@ -23,6 +23,7 @@ import pytest
 from userbpf.kernel import Kernel
 from userbpf.kernel.errors import ENOTSUPP
 from userbpf.uapi import Cmd, MapType
+from pairs import run_seeded
 
 pytestmark = pytest.mark.kernel
 
@@ -207,20 +208,13 @@ def outcome(fn, *args):
         return ("err", e.errno)
 
 
-def run_generic(host, seeds) -> None:
-    k = Kernel(ncpus=host.possible_cpus())
-    for seed in seeds:
-        generic_sequence(host, k, seed)
-    assert len(k.fds) == 0 and not k.map_ids.live
-
-
 def test_generic_batches_match_kernel_exactly(host):
-    run_generic(host, range(150))
+    run_seeded(host, generic_sequence, range(150))
 
 
 @pytest.mark.slow
 def test_generic_batches_match_kernel_exactly_long(host):
-    run_generic(host, range(1000, 4000))
+    run_seeded(host, generic_sequence, range(1000, 4000))
 
 
 @pytest.mark.parametrize("map_type", [MapType.ARRAY, MapType.PERCPU_ARRAY], ids=lambda t: t.name)
@@ -332,20 +326,13 @@ def hash_sequence(host, k: Kernel, seed: int, nops: int = 30) -> None:
         close_pair(k, mine, theirs)
 
 
-def run_hash(host, seeds) -> None:
-    k = Kernel(ncpus=host.possible_cpus())
-    for seed in seeds:
-        hash_sequence(host, k, seed)
-    assert len(k.fds) == 0 and not k.map_ids.live
-
-
 def test_hash_batches_match_kernel(host):
-    run_hash(host, range(120))
+    run_seeded(host, hash_sequence, range(120))
 
 
 @pytest.mark.slow
 def test_hash_batches_match_kernel_long(host):
-    run_hash(host, range(1000, 3000))
+    run_seeded(host, hash_sequence, range(1000, 3000))
 
 
 @pytest.mark.parametrize("map_type", HASHES, ids=lambda t: t.name)

@@ -22,7 +22,7 @@ import pytest
 
 from userbpf.kernel import Kernel
 
-from pairs import Mine, Theirs, outcome, u32
+from pairs import Mine, Theirs, outcome, run_seeded, u32
 from userbpf.uapi import Cmd, MapType
 
 pytestmark = pytest.mark.kernel
@@ -125,20 +125,13 @@ def run_sequence(host, k: Kernel, seed: int, nops: int = 50) -> None:
         k.close(fd)
 
 
-def run_many(host, seeds) -> None:
-    k = Kernel(ncpus=host.possible_cpus())
-    for seed in seeds:
-        run_sequence(host, k, seed)
-    assert len(k.fds) == 0 and not k.map_ids.live      # every map was freed
-
-
 def test_random_sequences_match_kernel(host):
-    run_many(host, range(300))
+    run_seeded(host, run_sequence, range(300))
 
 
 @pytest.mark.slow
 def test_random_sequences_match_kernel_long(host):
-    run_many(host, range(1000, 11000))
+    run_seeded(host, run_sequence, range(1000, 11000))
 
 
 @pytest.mark.parametrize("map_type", [MapType.ARRAY, MapType.PERCPU_ARRAY],

@@ -33,7 +33,6 @@ from typing import Optional
 
 import pytest
 
-import userbpf
 from userbpf import Map, MapType, abi, contexts, isa
 from userbpf.isa import AluOp, JmpOp
 from userbpf.kernel import Kernel
