@@ -15,7 +15,7 @@ from typing import Any, Callable, Dict
 
 from .. import abi
 from ..isa import Pseudo
-from ..uapi import Cmd, ProgType
+from ..uapi import Cmd
 from . import batch as batch_mod
 from . import progs, test_run
 from .errors import bpf_error
@@ -201,9 +201,8 @@ def _test_run(k, a):
     res = k.bpf(Cmd.PROG_TEST_RUN, prog_fd=t.prog_fd, data_in=data_in, ctx_in=ctx_in,
                 ctx_out=bool(t.ctx_out), repeat=t.repeat, flags=t.flags, cpu=t.cpu,
                 batch_size=t.batch_size, data_out=bool(t.data_out), duration=t.duration)
-    prog_type = k.fds.get(t.prog_fd).prog_type
-    if prog_type in (ProgType.SYSCALL, ProgType.RAW_TRACEPOINT):
-        if res.ctx_out and prog_type == ProgType.SYSCALL:   # the context goes back over ctx_in
+    if k.fds.get(t.prog_fd).prog_type in test_run.RETVAL_ONLY:
+        if res.ctx_out:                     # a syscall program's context, over ctx_in
             ctypes.memmove(t.ctx_in, res.ctx_out, len(res.ctx_out))
         t.retval = res.retval               # the only output these types write
         return 0

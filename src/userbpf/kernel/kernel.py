@@ -21,7 +21,7 @@ import threading
 from typing import Any, Callable, Dict, Optional
 
 from ..abi import bpf_attr, bpf_map_info
-from ..uapi import Cmd, MapType, ProgType
+from ..uapi import Cmd, MapType
 from . import batch, from_ctypes, perf_array
 from . import maps as _maps
 from . import progs as _progs
@@ -429,14 +429,11 @@ class Kernel:
             err.ctx_size_out = len(res.ctx_out)
             raise err
         if self.stats_users:           # BPF_ENABLE_STATS fds open: count the runs
-            runs = 1 if prog.prog_type in (ProgType.RAW_TRACEPOINT, ProgType.SYSCALL) \
-                else max(a["repeat"], 1)
+            runs = 1 if prog.prog_type in _test_run.RETVAL_ONLY else max(a["repeat"], 1)
             prog.run_cnt += runs
             prog.run_time_ns += res.duration * runs
         if res.ctx_out is not None and not (a["ctx_out"] or a["ctx_size_out"]) \
-                and prog.prog_type != ProgType.SYSCALL:
-            # (a syscall program's context is copied back over ctx_in: its
-            # ctx_out is the new ctx_in)
+                and prog.prog_type not in _test_run.RETVAL_ONLY:   # (syscall: the new ctx_in)
             res = res._replace(ctx_out=None)
         return res
 

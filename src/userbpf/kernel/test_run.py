@@ -48,7 +48,7 @@ from .. import contexts
 from ..uapi import AttachType, ProgType
 from .errors import ENOTSUPP, bpf_error
 
-__all__ = ["TestRunResult", "test_run", "TEST_RUN_TYPES"]
+__all__ = ["TestRunResult", "test_run", "TEST_RUN_TYPES", "RETVAL_ONLY"]
 
 ETH_HLEN = 14
 PAGE_SIZE = 4096
@@ -545,7 +545,7 @@ def test_run(program, data_in: Optional[bytes] = None, ctx_in: Optional[bytes] =
     if runner is None:
         raise bpf_error(ENOTSUPP, f"{ProgType(program.prog_type).name} programs cannot be "
                                   "test-run (they run from their hooks)")
-    if program.prog_type in _RAW_REPEAT:          # no data_out, duration, repeat
+    if program.prog_type in RETVAL_ONLY:          # no data_out, duration, repeat
         if data_out or duration:
             raise bpf_error(errno.EINVAL, f"{ProgType(program.prog_type).name} test runs "
                                           "take no data_out or duration")
@@ -562,4 +562,7 @@ def test_run(program, data_in: Optional[bytes] = None, ctx_in: Optional[bytes] =
 from .test_run_ctx import (RUNNERS as _CTX_RUNNERS, skb_test_socket,  # noqa: E402
                            test_socket_addresses)
 TEST_RUN_TYPES.update(_CTX_RUNNERS)
-_RAW_REPEAT = frozenset({ProgType.RAW_TRACEPOINT, ProgType.SYSCALL})
+# Types whose test run takes no repeat, data_out or duration and writes back
+# only retval (a syscall program's context also goes back over ctx_in: its
+# result's ctx_out is that context).
+RETVAL_ONLY = frozenset({ProgType.RAW_TRACEPOINT, ProgType.SYSCALL})
