@@ -82,8 +82,8 @@ def _is_ctx(v) -> bool:
 
 SOCK = "sock"       # ("sock", kind, off): a socket pointer read from the context
 _LETTER = {1: "B", 2: "H", 4: "W", 8: "DW"}
-# which socket type a context's socket slots give (the verifier's reg types)
-_SOCK_SLOT_KINDS = {"__sk_buff": "sock_common"}
+# the socket pointer types contexts.check_sock_access knows (verifier names)
+_SOCK_KINDS = frozenset({"sock_common", "sock", "tcp_sock", "xdp_sock"})
 
 
 def convert_ctx_accesses(insns: List[Insn], prog_type: int,
@@ -102,10 +102,9 @@ def convert_ctx_accesses(insns: List[Insn], prog_type: int,
     """
     from .contexts import (BPF_SOCK, DROPPED_STORES_FROM, SIGN_EXTENDED_FIELDS,
                            CtxAccessError, CtxPtr, check_ctx_access, check_sock_access,
-                           ctx_struct)
+                           ctx_reg_type, ctx_struct)
 
     struct_ = ctx_struct(prog_type, expected_attach_type)
-    sock_kind = _SOCK_SLOT_KINDS.get(struct_.name, "sock")
 
     n = len(insns)
     starts = list(isa.slots(insns))
@@ -215,10 +214,10 @@ def convert_ctx_accesses(insns: List[Insn], prog_type: int,
             if _is_ctx(b):
                 signed = isa.BPF_MODE(x.code) == isa.BPF_MEMSX
                 a = access(pc, x.src, b, x.off, size, False, "CTX_LDXS" if signed else None)
-                if a.ptr == CtxPtr.SOCK:
-                    val = (SOCK, sock_kind, 0)
-                elif a.ptr == CtxPtr.SOCK2:
-                    val = (SOCK, "sock_common", 0)
+                if a.ptr in (CtxPtr.SOCK, CtxPtr.SOCK2):
+                    kind = ctx_reg_type(prog_type, expected_attach_type, x.off, size)
+                    kind = kind[:-len("_or_null")] if kind.endswith("_or_null") else kind
+                    val = (SOCK, kind, 0) if kind in _SOCK_KINDS else None
             elif b is not None and b[0] == SOCK:
                 sock_access(pc, x.src, b, x.off, size, False)
             elif b is not None and b[0] == FP and b[1] is not None and size == 8:
