@@ -100,7 +100,8 @@ def convert_ctx_accesses(insns: List[Insn], prog_type: int,
     >>> convert_ctx_accesses(code, ProgType.XDP)
     {0: CtxRewrite(op='CTX_LDX', off=32, size=8, limit=0), 1: CtxRewrite(op='CTX_LDX', off=24, size=8, limit=0)}
     """
-    from .contexts import (BPF_SOCK, DROPPED_STORES_FROM, SIGN_EXTENDED_FIELDS,
+    from .contexts import (BPF_SOCK, CTX_ACCESS_ERRNO, CTX_ATOMIC_ERROR, CTX_MODIFIED_ERROR,
+                           CTX_VAR_OFF_ERROR, DROPPED_STORES_FROM, SIGN_EXTENDED_FIELDS,
                            CtxAccessError, CtxPtr, check_ctx_access, check_sock_access,
                            ctx_reg_type, ctx_struct)
 
@@ -147,15 +148,15 @@ def convert_ctx_accesses(insns: List[Insn], prog_type: int,
             raise ProgramError("same insn cannot be used with different pointers", pc,
                                errno.EINVAL)
         if v[1] is None:
-            raise ProgramError("variable ctx access var_off=(unknown) disallowed", pc,
-                               errno.EACCES)
+            raise ProgramError(CTX_VAR_OFF_ERROR.format(var_off="(unknown)"), pc,
+                               CTX_ACCESS_ERRNO)
         if v[1] != 0:
-            raise ProgramError(f"dereference of modified ctx ptr R{base} off={v[1]} "
-                               "disallowed", pc, errno.EACCES)
+            raise ProgramError(CTX_MODIFIED_ERROR.format(reg=base, off=v[1]), pc,
+                               CTX_ACCESS_ERRNO)
         try:
             a = check_ctx_access(prog_type, expected_attach_type, off, size, write)
         except CtxAccessError as e:
-            raise ProgramError(str(e), pc, errno.EACCES) from None
+            raise ProgramError(str(e), pc, CTX_ACCESS_ERRNO) from None
         limit = 0
         if write:
             field = struct_.field_at(off)
@@ -230,8 +231,8 @@ def convert_ctx_accesses(insns: List[Insn], prog_type: int,
             mode = isa.BPF_MODE(x.code)
             if _is_ctx(b):
                 if mode == isa.BPF_ATOMIC:
-                    raise ProgramError(f"BPF_ATOMIC stores into R{x.dst} ctx is not allowed",
-                                       pc, errno.EACCES)
+                    raise ProgramError(CTX_ATOMIC_ERROR.format(reg=x.dst), pc,
+                                       CTX_ACCESS_ERRNO)
                 access(pc, x.dst, b, x.off, size, True, "CTX_ST" if cls == Class.ST else None)
             elif b is not None and b is not MIXED and b[0] == SOCK:
                 sock_access(pc, x.dst, b, x.off, size, True)
