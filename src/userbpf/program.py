@@ -116,18 +116,24 @@ def isa_check(insns: List[Insn]) -> None:
             raise ProgramError(err, pc)
 
 
-def _check_helper_types(insns: List[Insn], prog_type: int, expected_attach_type: int) -> None:
-    """A kernel helper the program type may not call is refused with the
-    kernel's words; ids past the kernel's (embedders' own helpers) are not
-    the kernel's business."""
+def check_helper_calls(insns: List[Insn], prog_type: int, expected_attach_type: int,
+                       gpl_compatible: bool, implemented) -> None:
+    """The kernel's check_helper_call for a program type: ids it knows,
+    helpers the type may call, GPL-only helpers only for GPL-compatible
+    programs; then a kernel helper not in ``implemented`` is refused by name.
+    Ids outside the kernel's that ``implemented`` has (an embedder's own
+    helpers) are not the kernel's business."""
     from . import helperinfo
     for pc in isa.slots(insns):
         x = insns[pc]
-        if x.code == Class.JMP | JmpOp.CALL and x.src == 0 and \
-                0 <= x.imm <= helperinfo.MAX_HELPER_ID and \
-                not helperinfo.helper_allowed(prog_type, x.imm, expected_attach_type or None):
-            raise ProgramError(f"program of this type cannot use helper "
-                               f"{helperinfo.helper_name(x.imm)}#{x.imm}", pc, errno.EINVAL)
+        if x.code != Class.JMP | JmpOp.CALL or x.src != 0:
+            continue
+        if not 0 <= x.imm <= helperinfo.MAX_HELPER_ID and x.imm in implemented:
+            continue
+        why = helperinfo.check_helper_call(prog_type, x.imm, gpl_compatible, implemented,
+                                           expected_attach_type=expected_attach_type or None)
+        if why is not None:
+            raise ProgramError(why, pc, errno.EINVAL)
 
 
 def predecode(insns: List[Insn], helpers: Mapping[int, HelperImpl],
@@ -239,8 +245,10 @@ class Program:
     crosses it and a straight run past it ends in BudgetExceeded. ``maps`` (fd -> map
     storage) and ``fd_array`` resolve ``lddw`` map references. With a
     ``prog_type`` (and ``expected_attach_type``), context accesses are
-    checked against that type's rules and converted at load time, and the
-    program runs on a context with :meth:`test_run`.
+    checked against that type's rules and converted at load time, helper
+    calls against the kernel's table for the type (``gpl_compatible``: may it
+    call GPL-only helpers), and the program runs on a context with
+    :meth:`test_run`.
 
     >>> p = Program("r0 = *(u8 *)(r1 + 1)\\nexit")
     >>> p.run(bytearray(b"\\x07\\x2a"))
@@ -253,7 +261,8 @@ class Program:
                  budget: int = DEFAULT_BUDGET,
                  maps: Optional[Mapping[int, "_maps.MapCore"]] = None,
                  fd_array: Optional[Sequence[int]] = None,
-                 prog_type: Optional[int] = None, expected_attach_type: int = 0):
+                 prog_type: Optional[int] = None, expected_attach_type: int = 0,
+                 gpl_compatible: bool = True):
         self.insns: List[Insn] = to_insns(code)
         self.helpers: Dict[int, HelperImpl] = default_helpers()
         for hid, impl in (helpers or {}).items():
@@ -264,8 +273,9 @@ class Program:
         if prog_type is not None:
             from .ctxconv import convert_ctx_accesses
             isa_check(self.insns)
+            check_helper_calls(self.insns, prog_type, expected_attach_type, gpl_compatible,
+                               self.helpers)
             rewrites = convert_ctx_accesses(self.insns, prog_type, expected_attach_type)
-            _check_helper_types(self.insns, prog_type, expected_attach_type)
         # the end of the furthest context byte accessed (raw tracepoint test runs)
         self.max_ctx_offset = max((self.insns[pc].off + isa.SIZE_BYTES[isa.Size(
             isa.BPF_SIZE(self.insns[pc].code))] for pc in (rewrites or {})), default=0)

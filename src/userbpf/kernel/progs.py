@@ -25,10 +25,10 @@ import struct
 import time
 from typing import Dict, List, Sequence, Tuple
 
-from .. import helperinfo, isa
+from .. import isa
 from ..errors import ProgramError
 from ..isa import Class, Insn, Pseudo, PseudoCall
-from ..program import Program, default_helpers
+from ..program import Program
 from ..uapi import AttachType, MapType, ProgFlag, ProgType
 from . import maps as _maps
 from .errors import ENOTSUPP, bpf_error
@@ -378,21 +378,6 @@ def _resolve_maps(kernel, insns: List[Insn], fd_array) -> Tuple[List, Dict[int, 
     return used, cores, at
 
 
-def _check_helpers(insns: List[Insn], prog_type: int, attach: int, gpl: bool) -> None:
-    """check_helper_call: ids the kernel knows, helpers this program type may
-    call (its get_func_proto), GPL-only helpers only with a GPL-compatible
-    license; then a helper userbpf does not implement is refused here, at
-    load time, with its name."""
-    implemented = set(default_helpers())
-    for pc in isa.slots(insns):
-        x = insns[pc]
-        if x.code == Class.JMP | isa.JmpOp.CALL and x.src == 0:
-            why = helperinfo.check_helper_call(prog_type, x.imm, gpl, implemented,
-                                               expected_attach_type=attach)
-            if why is not None:
-                raise LoadError(errno.EINVAL, why)
-
-
 def load(kernel, a: dict, obj_id_alloc) -> Tuple[BpfProg, VerifierLog]:
     """BPF_PROG_LOAD on ``kernel`` with the attr dict ``a``.
 
@@ -441,10 +426,11 @@ def load(kernel, a: dict, obj_id_alloc) -> Tuple[BpfProg, VerifierLog]:
         _check_structure(insns)
         _check_sleepable(prog_type, flags)
         used, cores, at = _resolve_maps(kernel, insns, a["fd_array"])
-        _check_helpers(insns, prog_type, attach, lic in GPL_COMPATIBLE_LICENSES)
         try:
+            # check_helper_calls, then the context conversion, then pre-decoding
             program = Program(insns, maps=cores, fd_array=a["fd_array"],
-                              prog_type=prog_type, expected_attach_type=attach)
+                              prog_type=prog_type, expected_attach_type=attach,
+                              gpl_compatible=lic in GPL_COMPATIBLE_LICENSES)
         except ProgramError as e:
             raise LoadError(e.errno, e.msg) from None
         checked = len(list(isa.slots(insns)))
