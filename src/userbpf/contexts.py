@@ -135,6 +135,19 @@ class CtxStruct(NamedTuple):
                 return f
         raise KeyError(f"struct {self.name} has no member {name!r}")
 
+    def span(self, name: str) -> Tuple[int, int]:
+        """``(offset, size)`` of member ``name``; an array's bare name spans
+        all its elements.
+
+        >>> ctx_struct(ProgType.SCHED_CLS).span("cb")
+        (48, 20)
+        """
+        return _spans(self)[name]
+
+    def offsets(self) -> Dict[str, int]:
+        """Member name -> offset, arrays under their bare names too (``cb``)."""
+        return {name: off for name, (off, _) in _spans(self).items()}
+
     def field_at(self, off: int) -> Optional[Field]:
         """The first member covering byte ``off``, or None (padding, past the end)."""
         for f in self.fields:
@@ -195,6 +208,18 @@ class CtxStruct(NamedTuple):
     def uapi(self, buf) -> memoryview:
         """The uapi struct part of an internal context (what ctx_out returns)."""
         return memoryview(buf)[:self.size]
+
+
+@functools.lru_cache(maxsize=None)
+def _spans(struct: "CtxStruct") -> Dict[str, Tuple[int, int]]:
+    spans: Dict[str, Tuple[int, int]] = {}
+    for f in struct.fields:
+        spans[f.name] = (f.off, f.size)
+        base = f.name.split("[")[0]
+        if base != f.name:                       # an array element: widen the array
+            lo, size = spans.get(base, (f.off, 0))
+            spans[base] = (lo, f.off + f.size - lo)
+    return spans
 
 
 class CtxAccess(NamedTuple):

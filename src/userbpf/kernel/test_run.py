@@ -41,6 +41,7 @@ import array
 import errno
 import os
 import struct
+import sys
 from collections import deque
 from typing import Callable, Dict, NamedTuple, Optional
 
@@ -122,18 +123,7 @@ def _zero(buf, lo: int, hi: int) -> bool:
 
 # -- __sk_buff ------------------------------------------------------------------
 
-def _field_spans(struct_) -> Dict[str, tuple]:
-    """name -> (offset, size); array elements (``cb[0]``...) join into one span."""
-    spans: Dict[str, tuple] = {}
-    for f in struct_.fields:
-        name = f.name.split("[")[0]
-        off, size = spans.get(name, (f.off, 0))
-        spans[name] = (off, f.off + f.size - off)
-    return spans
-
-
-_SKB = _field_spans(contexts.ctx_struct(ProgType.SCHED_CLS))
-_SKB_SIZE = contexts.ctx_struct(ProgType.SCHED_CLS).size
+_SKB = contexts.ctx_struct(ProgType.SCHED_CLS)         # __sk_buff
 
 # what ctx_in may set (convert___skb_to_skb) and what ctx_out gets back
 # (convert_skb_to___skb)
@@ -142,30 +132,30 @@ SKB_CTX_IN_FIELDS = ("mark", "priority", "ingress_ifindex", "ifindex", "cb", "ts
 SKB_CTX_OUT_FIELDS = ("mark", "priority", "ingress_ifindex", "ifindex", "tstamp", "cb",
                       "wire_len", "gso_segs", "hwtstamp")
 _L2_TYPES = frozenset({ProgType.SCHED_CLS, ProgType.SCHED_ACT})
-_DIRECT_PKT_TYPES = frozenset({ProgType.SCHED_CLS, ProgType.SCHED_ACT, ProgType.LWT_IN,
-                               ProgType.LWT_OUT, ProgType.LWT_XMIT})
 
 
 def _get(buf, name: str) -> int:
-    off, size = _SKB[name]
-    return int.from_bytes(buf[off:off + size], "little")
+    """A scalar __sk_buff field, in the host's byte order as programs read it."""
+    off, size = _SKB.span(name)
+    return int.from_bytes(buf[off:off + size], sys.byteorder)
 
 
 def _put(buf, name: str, value: int) -> None:
-    off, size = _SKB[name]
-    buf[off:off + size] = (value & ((1 << (8 * size)) - 1)).to_bytes(size, "little")
+    off, size = _SKB.span(name)
+    buf[off:off + size] = (value & ((1 << (8 * size)) - 1)).to_bytes(size, sys.byteorder)
 
 
 def _copy_field(dst, src, name: str) -> None:
-    off, size = _SKB[name]
+    """A whole field (or array: ``cb``) from one __sk_buff copy to another."""
+    off, size = _SKB.span(name)
     dst[off:off + size] = src[off:off + size]
 
 
 def _check_skb_ctx_in(ctx: bytearray, pkt_len: int) -> None:
     """convert___skb_to_skb: every byte outside the settable fields is zero."""
-    allowed = bytearray(_SKB_SIZE)
+    allowed = bytearray(_SKB.size)
     for name in SKB_CTX_IN_FIELDS:
-        off, size = _SKB[name]
+        off, size = _SKB.span(name)
         allowed[off:off + size] = b"\xff" * size
     if any(b and not a for b, a in zip(ctx, allowed)):
         raise bpf_error(errno.EINVAL, "ctx_in sets __sk_buff fields a test run may not set")
@@ -257,7 +247,7 @@ def _run_skb(program, data_in, ctx_in, ctx_out_wanted, repeat, cpu, flags, batch
     if size < ETH_HLEN or size > PAGE_SIZE - headroom - tailroom:
         raise bpf_error(errno.EINVAL, f"data_size_in {size} is not in "
                                       f"[{ETH_HLEN}, {PAGE_SIZE - headroom - tailroom}]")
-    user_ctx = _ctx_init(ctx_in, ctx_out_wanted, _SKB_SIZE)
+    user_ctx = _ctx_init(ctx_in, ctx_out_wanted, _SKB.size)
     ptype = program.prog_type
     is_l2 = ptype in _L2_TYPES
     if user_ctx is not None and _get(user_ctx, "ifindex") > LOOPBACK_IFINDEX:
@@ -271,7 +261,8 @@ def _run_skb(program, data_in, ctx_in, ctx_out_wanted, repeat, cpu, flags, batch
     struct_ = contexts.ctx_struct(ptype, program.expected_attach_type)
     ctx = bytearray(struct_.internal_size)
     _put(ctx, "pkt_type", pkt_type)
-    _put(ctx, "protocol", int.from_bytes(protocol.to_bytes(2, "big"), "little"))  # __be16
+    off = _SKB.span("protocol")[0]
+    ctx[off:off + 2] = protocol.to_bytes(2, "big")      # __be16 (then two zero bytes)
     _put(ctx, "ifindex", LOOPBACK_IFINDEX)
     # the test run's socket: family and addresses from the packet's IP
     # header, which must be all there (EINVAL otherwise, as on Linux 6.18)
@@ -285,8 +276,9 @@ def _run_skb(program, data_in, ctx_in, ctx_out_wanted, repeat, cpu, flags, batch
     _put(ctx, "family", family)
     if local is not None:
         ip6 = "6" if family == AF_INET6 else "4"
-        ctx[_SKB["local_ip" + ip6][0]:_SKB["local_ip" + ip6][0] + len(local)] = local
-        ctx[_SKB["remote_ip" + ip6][0]:_SKB["remote_ip" + ip6][0] + len(remote)] = remote
+        for name, addr in (("local_ip" + ip6, local), ("remote_ip" + ip6, remote)):
+            off = _SKB.span(name)[0]
+            ctx[off:off + len(addr)] = addr
     start = net - ETH_HLEN if is_l2 else net
     length = headroom + size - start
     if user_ctx is not None:
@@ -332,7 +324,6 @@ def _run_skb(program, data_in, ctx_in, ctx_out_wanted, repeat, cpu, flags, batch
 # -- xdp_md ---------------------------------------------------------------------
 
 _XDP_SIZE = contexts.ctx_struct(ProgType.XDP).size
-_XDP_FIELDS = {f.name: f.off for f in contexts.ctx_struct(ProgType.XDP).fields}
 
 
 def _run_xdp(program, data_in, ctx_in, ctx_out_wanted, repeat, cpu, flags, batch_size,
@@ -407,7 +398,7 @@ def _run_xdp(program, data_in, ctx_in, ctx_out_wanted, repeat, cpu, flags, batch
 
     def run_once(buf: bytearray, runs: int):
         ctx = bytearray(struct_.internal_size)
-        off = _XDP_FIELDS["ingress_ifindex"]
+        off = contexts.ctx_struct(ProgType.XDP).span("ingress_ifindex")[0]
         ctx[off:off + 4] = LOOPBACK_IFINDEX.to_bytes(4, "little")
         res = program._vm.run_ctx(
             ctx, _align8(struct_.size), buf, kind=1, meta=headroom,

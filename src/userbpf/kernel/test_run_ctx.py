@@ -94,9 +94,6 @@ def _run_flow_dissector(program, data_in, ctx_in, ctx_out_wanted, repeat, cpu, f
 
 
 _SKL = contexts.ctx_struct(ProgType.SK_LOOKUP)
-_SKL_OFF = {}
-for _f in _SKL.fields:                       # arrays (remote_ip6[0]...): their first element
-    _SKL_OFF.setdefault(_f.name.split("[")[0], _f.off)
 
 
 def _run_sk_lookup(program, data_in, ctx_in, ctx_out_wanted, repeat, cpu, flags, batch_size,
@@ -107,7 +104,7 @@ def _run_sk_lookup(program, data_in, ctx_in, ctx_out_wanted, repeat, cpu, flags,
     user_ctx = _user_ctx(ctx_in, ctx_out_wanted, _SKL.size)
     if user_ctx is None:
         raise bpf_error(errno.EINVAL, "sk_lookup test runs need ctx_in")
-    o = _SKL_OFF
+    o = _SKL.offsets()
     if any(user_ctx[o["sk"]:o["sk"] + 8]):
         raise bpf_error(errno.EINVAL, "ctx_in may not name a socket")
     if any(user_ctx[o["local_port"] + 4:]):
@@ -155,7 +152,6 @@ def _run_syscall(program, data_in, ctx_in, ctx_out_wanted, repeat, cpu, flags, b
     return _result(r0, b"", bytes(ctx[:len(ctx_in)]) if ctx_in else None, 0, 1)
 
 
-_BPF_SOCK = {f.name.split("[")[0]: f.off for f in reversed(contexts.BPF_SOCK.fields)}
 TCP_CLOSE = 7
 ETH_P_IP, ETH_P_IPV6 = 0x0800, 0x86DD
 
@@ -190,7 +186,7 @@ def skb_test_socket(frame: bytes) -> bytes:
     (2, b'\\n\\x00\\x00\\x01', b'\\n\\x00\\x00\\x02', 7)
     """
     sk = bytearray(contexts.BPF_SOCK.size)
-    o = _BPF_SOCK
+    o = contexts.BPF_SOCK.offsets()
     family, local, remote = test_socket_addresses(frame)
     struct.pack_into("<I", sk, o["family"], family)
     if local is not None:
