@@ -193,6 +193,8 @@ def test_ctx_programs_never_crash_the_process():
     # runs that fault at run time
     assert stats["loaded"] > 300 and stats["refused"] > 300
     assert stats["ran"] > 300 and stats["faulted"] > 30
+    # test_run's own refusals (frames too short for their headers...) stay a minority
+    assert stats["attr_errors"] < stats["ran"] // 2
 
 
 @pytest.mark.slow

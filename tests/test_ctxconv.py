@@ -114,7 +114,8 @@ def test_immediate_stores_and_signed_loads_of_the_context_run_as_in_the_kernel(h
                 "r0 = *(s8 *)(r1 + 0)\nexit", "r0 = *(s16 *)(r1 + 16)\nexit"]:
         insns = asm.assemble(src)
         for pkt in (bytes(64), bytes(range(200, 256)) + bytes(8)):
-            want = hostbpf.prog_load(insns, prog_type=TC).test_run(pkt).retval
+            with hostbpf.prog_load(insns, prog_type=TC) as theirs:
+                want = theirs.test_run(pkt).retval
             assert Program(insns, prog_type=TC).test_run(pkt).retval == want
 
 

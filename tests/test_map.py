@@ -48,7 +48,7 @@ def test_flags_and_errnos(k):
         m[3] = 1                                  # full
     assert e.value.errno == errno.E2BIG and sorted(m.items(), key=lambda kv: kv[1]) == [
         (b"\2\0\0\0", 1), (b"\1\0\0\0", 5)]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="key 4294967296 does not fit in 4 bytes"):
         m[1 << 32] = 1                            # key does not fit in 4 bytes
 
 
@@ -80,7 +80,7 @@ def test_percpu_values_are_lists(k):
     assert m[1] == [7, 7, 7]
     raw = k.bpf(Cmd.MAP_LOOKUP_ELEM, map_fd=m.fd, key=(0).to_bytes(4, "little"))
     assert raw == b"".join(v.to_bytes(8, "little") for v in (1, 2, 3))   # rounded to 8
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="a per-CPU value needs 3 entries, got 2"):
         m[0] = [1, 2]
 
 
@@ -185,9 +185,9 @@ def test_int_conversions_on_the_fast_path(k):
     assert m[0xffff] == 0xfffe and m[b"\xff\xff"] == 0xfffe
     m[-1] = -2                       # negatives: two's complement of the size
     assert m[0xffff] == 0xfffe
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="key 65536 does not fit in 2 bytes"):
         m[0x10000] = 1
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="value 65536 does not fit in 2 bytes"):
         m[1] = 0x10000
     with pytest.raises(OSError) as e:
         m[b"\1\2\3"] = 1             # a key of the wrong size

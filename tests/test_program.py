@@ -40,7 +40,7 @@ def test_len_is_the_slot_count():
 def test_bytes_that_are_not_bytecode():
     with pytest.raises(EncodingError, match="bytecode length 20 is not a multiple of 8 bytes"):
         Program(encode(RET7) + b"\0\0\0\0")
-    with pytest.raises(ValueError):              # EncodingError is a ValueError
+    with pytest.raises(EncodingError, match="this is an ELF object, not raw bytecode"):
         Program(b"\x7fELF" + bytes(60))
 
 

@@ -449,8 +449,8 @@ def test_permission_errnos_match_kernel(host, map_type, how):
         close_pair(k, mine, theirs)
 
 
-def test_kernel_answers_behind_the_xfails(host):
-    """What the strict xfails in test_map_batch.py expect, asked of the live kernel."""
+def test_kernel_answers_test_map_batch_asserts(host):
+    """What test_map_batch.py asserts userbpf answers, asked of the live kernel."""
     with host.map_create(MapType.HASH, 4, 8, 4) as hm:
         t = Theirs(host, hm, 4, 4)
         # count 0 with NULL keys and values: nothing to do, success

@@ -10,7 +10,7 @@ key that side holds); array iteration order is compared exactly.
 
 Per-CPU padding bytes, LOOKUP_AND_DELETE on arrays and MAP_DELETE_ELEM
 flags have their own tests in test_map_elem.py (and the kernel's answers
-are pinned in test_kernel_errnos_behind_the_xfails below).
+are pinned in test_kernel_errnos_those_tests_assert below).
 """
 from __future__ import annotations
 
@@ -206,7 +206,7 @@ def of_maps_sequence(host, k: Kernel, outer_type, seed: int, nops: int = 60) -> 
             if op == "update":
                 i = rng.randrange(len(INNERS) + 1)
                 fl = rng.choice(UPDATE_FLAGS)
-                if i == len(INNERS):     # BPF_F_LOCK before the fd: an xfail in test_map_elem
+                if i == len(INNERS):     # BPF_F_LOCK before the fd: tested in test_map_elem
                     fl &= ~4
                 mv = u32(my_inner[i] if i < len(INNERS) else BAD_FD)
                 tv = u32(host_inner[i].fd if i < len(INNERS) else BAD_FD)
@@ -260,9 +260,9 @@ def test_maps_of_maps_match_kernel_long(host, outer_type):
         of_maps_sequence(host, k, outer_type, seed)
 
 
-# -- the known differences, confirmed on the live kernel ------------------------------
+# -- answers test_map_elem.py pins, confirmed on the live kernel ----------------------
 def test_kernel_keeps_percpu_padding(host):
-    """What test_map_elem's padding xfail expects, asked of the live kernel."""
+    """What test_map_elem's padding test asserts, asked of the live kernel."""
     n = host.possible_cpus()
     v = bytes((i * 7 + 1) & 0xFF for i in range(8 * n))
     for t in PERCPU:
@@ -271,9 +271,9 @@ def test_kernel_keeps_percpu_padding(host):
             assert hm.lookup(u32(0)) == v
 
 
-def test_kernel_errnos_behind_the_xfails(host):
-    """The live kernel's answers that the strict xfails in test_map_elem.py and
-    test_objects.py assert userbpf should give."""
+def test_kernel_errnos_those_tests_assert(host):
+    """The live kernel's answers that test_map_elem.py and test_objects.py
+    assert userbpf gives."""
     with host.map_create(MapType.ARRAY, 4, 8, 2) as a:
         assert outcome(a.lookup_and_delete, u32(0)) == ("err", 524)     # ENOTSUPP
         a.freeze()

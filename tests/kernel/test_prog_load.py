@@ -584,8 +584,9 @@ def test_load_program_with_a_dict_of_maps():
         assert isa.decode(info["xlated_prog_insns"])[0] == Insn(0x18, 1, 2, 0, m.id)
         fd = p.fd
     assert p.fd is None
-    with pytest.raises(OSError):
+    with pytest.raises(OSError) as e:
         k.fds.get(fd)
+    assert e.value.errno == errno.EBADF
 
 
 def test_load_program_with_a_list_of_maps_and_text():
@@ -598,3 +599,9 @@ def test_load_program_with_a_list_of_maps_and_text():
     with pytest.raises(OSError) as e:
         userbpf.load_program(call(6), kernel=k, license="MIT")
     assert e.value.errno == EINVAL and e.value.log.startswith(GPL_MSG)
+
+
+def test_insns_bytes_not_a_whole_number_of_instructions(k):
+    code = isa.encode(RET0)
+    for cut in (code[:12], code[:1], code + b"\0"):
+        assert load_errno(k, cut) == EINVAL

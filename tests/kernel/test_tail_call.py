@@ -455,4 +455,4 @@ def test_slots_swapped_while_other_threads_tail_call(pa):
         for t in threads:
             t.join()
     assert not errors
-    assert seen <= {0, 1, 2, 3, 4, 100}
+    assert seen and seen <= {0, 1, 2, 3, 4, 100}

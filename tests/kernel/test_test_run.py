@@ -247,3 +247,11 @@ def test_xdp_live_frames_reuse_pages(k, verdict, repeat, batch_size, reused):
     fd = load(k, live_frame_counter(m.fd, verdict), XDP)
     tr(k, fd, data_in=PKT, repeat=repeat, flags=2, batch_size=batch_size)
     assert m[bytes(4)] == struct.pack("<Q", reused)
+
+
+def test_prog_fd_that_is_not_a_program(k):
+    """bpf_prog_get: EBADF for an fd that is not open, EINVAL for another object."""
+    assert errno_of(tr, k, 99, data_in=PKT) == errno.EBADF
+    assert errno_of(tr, k, -1, data_in=PKT) == errno.EBADF
+    m = k.bpf(Cmd.MAP_CREATE, map_type=MapType.ARRAY, key_size=4, value_size=8, max_entries=1)
+    assert errno_of(tr, k, m, data_in=PKT) == errno.EINVAL

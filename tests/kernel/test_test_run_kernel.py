@@ -20,8 +20,8 @@ ingress_ifindex / rx_queue_index; raw tracepoints (ctx size bounds, what they
 refuse, BPF_F_TEST_RUN_ON_CPU and ENXIO); and which program types can be
 test-run at all (ENOTSUPP, 524).
 
-``KNOWN_DIFFERENCES`` at the end are strict xfails: each says why userbpf
-cannot match yet and will fail loudly once it does.
+The cases that once differed (LD_ABS through the skb headers, 16-bit
+__sk_buff fields, fragment truncation, attrs some types refuse) are at the end.
 """
 from __future__ import annotations
 
@@ -507,11 +507,7 @@ def test_which_types_can_be_test_run(sides, prog_type, eat):
         assert (ours["errno"], ours["retval"]) == (kernel["errno"], kernel["retval"])
 
 
-# -- known differences (strict xfail: they fail loudly once fixed) ---------------------------------
-
-def _xfail(reason):
-    return pytest.param(marks=pytest.mark.xfail(strict=True, reason=reason))
-
+# -- cases that once differed -------------------------------------------------------------------
 
 LD_ABS = {"SKF_LL_OFF": code(isa.BPF_MOV64_REG(6, 1), isa.BPF_LD_ABS(isa.Size.B, -0x200000),
                              isa.BPF_EXIT_INSN()),
