@@ -137,7 +137,9 @@ class FdSlots:
             _grave.clear()
 
     # -- the element commands ---------------------------------------------------
-    def update(self, key: bytes, value: bytes, flags: int) -> None:
+    def update(self, key: bytes, value: bytes, flags: int, file=None) -> None:
+        """``file``: the map fd the update came through (what perf event
+        arrays track; these slots outlive it)."""
         if self.is_hash:
             obj = self._object_for(value)
             self.ptrs.update(key, self._pointer(obj), flags)
@@ -152,6 +154,9 @@ class FdSlots:
         old = self.objects.get(key)
         self.objects[key] = obj.get()
         self._drop(old)
+
+    def release_file(self, file) -> None:
+        """A map fd closed: nothing to do (perf_array's slots empty then)."""
 
     def lookup(self, key: bytes) -> bytes:
         obj = self.objects.get(key)

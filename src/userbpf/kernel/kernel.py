@@ -22,7 +22,7 @@ from typing import Any, Callable, Dict, Optional
 
 from ..abi import bpf_attr, bpf_map_info
 from ..uapi import Cmd, MapType
-from . import batch, from_ctypes, perf_array
+from . import batch, from_ctypes
 from . import maps as _maps
 from . import progs as _progs
 from . import test_run as _test_run
@@ -171,8 +171,8 @@ class Kernel:
         """Close an fd (EBADF if it is not open)."""
         with self._lock:
             obj = self.fds.get(fd)
-            if isinstance(getattr(obj, "slots", None), perf_array.PerfEventSlots):
-                obj.slots.release_file(fd)     # perf_event_fd_array_release
+            if getattr(obj, "slots", None) is not None:
+                obj.slots.release_file(fd)     # (perf_event_fd_array_release)
             self.fds.close(fd)
 
     # -- helpers ---------------------------------------------------------------

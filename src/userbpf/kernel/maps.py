@@ -369,7 +369,7 @@ class BpfMap(BpfObject):
         """``file``: the map fd used (PERF_EVENT_ARRAY slots are emptied when
         the file that filled them is released)."""
         store = self._store()
-        if isinstance(store, perf_array.PerfEventSlots):
+        if store is self.slots:         # fd maps: which map file filled the slot
             store.update(self._key(key), value, flags, file)
         else:
             store.update(self._key(key), value, flags)
