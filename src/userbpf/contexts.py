@@ -144,9 +144,9 @@ class CtxStruct(NamedTuple):
         """
         return _spans(self)[name]
 
-    def offsets(self) -> Dict[str, int]:
-        """Member name -> offset, arrays under their bare names too (``cb``)."""
-        return {name: off for name, (off, _) in _spans(self).items()}
+    def spans(self) -> Dict[str, Tuple[int, int]]:
+        """Every :meth:`span` by name (one shared dict: do not modify it)."""
+        return _spans(self)
 
     def field_at(self, off: int) -> Optional[Field]:
         """The first member covering byte ``off``, or None (padding, past the end)."""

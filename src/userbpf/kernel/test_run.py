@@ -124,6 +124,7 @@ def _zero(buf, lo: int, hi: int) -> bool:
 # -- __sk_buff ------------------------------------------------------------------
 
 _SKB = contexts.ctx_struct(ProgType.SCHED_CLS)         # __sk_buff
+_SKB_SPANS = _SKB.spans()                               # name -> (offset, size)
 
 # what ctx_in may set (convert___skb_to_skb) and what ctx_out gets back
 # (convert_skb_to___skb)
@@ -136,18 +137,18 @@ _L2_TYPES = frozenset({ProgType.SCHED_CLS, ProgType.SCHED_ACT})
 
 def _get(buf, name: str) -> int:
     """A scalar __sk_buff field, in the host's byte order as programs read it."""
-    off, size = _SKB.span(name)
+    off, size = _SKB_SPANS[name]
     return int.from_bytes(buf[off:off + size], sys.byteorder)
 
 
 def _put(buf, name: str, value: int) -> None:
-    off, size = _SKB.span(name)
+    off, size = _SKB_SPANS[name]
     buf[off:off + size] = (value & ((1 << (8 * size)) - 1)).to_bytes(size, sys.byteorder)
 
 
 def _copy_field(dst, src, name: str) -> None:
     """A whole field (or array: ``cb``) from one __sk_buff copy to another."""
-    off, size = _SKB.span(name)
+    off, size = _SKB_SPANS[name]
     dst[off:off + size] = src[off:off + size]
 
 
@@ -155,7 +156,7 @@ def _check_skb_ctx_in(ctx: bytearray, pkt_len: int) -> None:
     """convert___skb_to_skb: every byte outside the settable fields is zero."""
     allowed = bytearray(_SKB.size)
     for name in SKB_CTX_IN_FIELDS:
-        off, size = _SKB.span(name)
+        off, size = _SKB_SPANS[name]
         allowed[off:off + size] = b"\xff" * size
     if any(b and not a for b, a in zip(ctx, allowed)):
         raise bpf_error(errno.EINVAL, "ctx_in sets __sk_buff fields a test run may not set")
@@ -261,7 +262,7 @@ def _run_skb(program, data_in, ctx_in, ctx_out_wanted, repeat, cpu, flags, batch
     struct_ = contexts.ctx_struct(ptype, program.expected_attach_type)
     ctx = bytearray(struct_.internal_size)
     _put(ctx, "pkt_type", pkt_type)
-    off = _SKB.span("protocol")[0]
+    off = _SKB_SPANS["protocol"][0]
     ctx[off:off + 2] = protocol.to_bytes(2, "big")      # __be16 (then two zero bytes)
     _put(ctx, "ifindex", LOOPBACK_IFINDEX)
     # the test run's socket: family and addresses from the packet's IP
@@ -277,7 +278,7 @@ def _run_skb(program, data_in, ctx_in, ctx_out_wanted, repeat, cpu, flags, batch
     if local is not None:
         ip6 = "6" if family == AF_INET6 else "4"
         for name, addr in (("local_ip" + ip6, local), ("remote_ip" + ip6, remote)):
-            off = _SKB.span(name)[0]
+            off = _SKB_SPANS[name][0]
             ctx[off:off + len(addr)] = addr
     start = net - ETH_HLEN if is_l2 else net
     length = headroom + size - start
@@ -324,6 +325,7 @@ def _run_skb(program, data_in, ctx_in, ctx_out_wanted, repeat, cpu, flags, batch
 # -- xdp_md ---------------------------------------------------------------------
 
 _XDP_SIZE = contexts.ctx_struct(ProgType.XDP).size
+_XDP_INGRESS_IFINDEX = contexts.ctx_struct(ProgType.XDP).span("ingress_ifindex")[0]
 
 
 def _run_xdp(program, data_in, ctx_in, ctx_out_wanted, repeat, cpu, flags, batch_size,
@@ -398,7 +400,7 @@ def _run_xdp(program, data_in, ctx_in, ctx_out_wanted, repeat, cpu, flags, batch
 
     def run_once(buf: bytearray, runs: int):
         ctx = bytearray(struct_.internal_size)
-        off = contexts.ctx_struct(ProgType.XDP).span("ingress_ifindex")[0]
+        off = _XDP_INGRESS_IFINDEX
         ctx[off:off + 4] = LOOPBACK_IFINDEX.to_bytes(4, "little")
         res = program._vm.run_ctx(
             ctx, _align8(struct_.size), buf, kind=1, meta=headroom,

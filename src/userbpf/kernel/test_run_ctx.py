@@ -94,6 +94,7 @@ def _run_flow_dissector(program, data_in, ctx_in, ctx_out_wanted, repeat, cpu, f
 
 
 _SKL = contexts.ctx_struct(ProgType.SK_LOOKUP)
+_SKL_AT = {name: off for name, (off, _) in _SKL.spans().items()}
 
 
 def _run_sk_lookup(program, data_in, ctx_in, ctx_out_wanted, repeat, cpu, flags, batch_size,
@@ -104,7 +105,7 @@ def _run_sk_lookup(program, data_in, ctx_in, ctx_out_wanted, repeat, cpu, flags,
     user_ctx = _user_ctx(ctx_in, ctx_out_wanted, _SKL.size)
     if user_ctx is None:
         raise bpf_error(errno.EINVAL, "sk_lookup test runs need ctx_in")
-    o = _SKL.offsets()
+    o = _SKL_AT
     if any(user_ctx[o["sk"]:o["sk"] + 8]):
         raise bpf_error(errno.EINVAL, "ctx_in may not name a socket")
     if any(user_ctx[o["local_port"] + 4:]):
@@ -153,6 +154,7 @@ def _run_syscall(program, data_in, ctx_in, ctx_out_wanted, repeat, cpu, flags, b
 
 
 TCP_CLOSE = 7
+_BPF_SOCK_AT = {name: off for name, (off, _) in contexts.BPF_SOCK.spans().items()}
 ETH_P_IP, ETH_P_IPV6 = 0x0800, 0x86DD
 
 
@@ -186,7 +188,7 @@ def skb_test_socket(frame: bytes) -> bytes:
     (2, b'\\n\\x00\\x00\\x01', b'\\n\\x00\\x00\\x02', 7)
     """
     sk = bytearray(contexts.BPF_SOCK.size)
-    o = contexts.BPF_SOCK.offsets()
+    o = _BPF_SOCK_AT
     family, local, remote = test_socket_addresses(frame)
     struct.pack_into("<I", sk, o["family"], family)
     if local is not None:
